@@ -1,0 +1,1 @@
+"""vodedge appliance: the edge cache daemon players fetch HLS/DASH from."""

@@ -1,0 +1,1 @@
+"""vodedge control plane: fleet registry, placement, prefill and steering (not built yet)."""

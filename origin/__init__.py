@@ -1,0 +1,1 @@
+"""vodedge origin: serves published files to appliances (encode pipeline to come)."""
