@@ -8,6 +8,7 @@ common config bug).
 
 from __future__ import annotations
 
+import builtins
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -38,78 +39,86 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 class Section:
     """A TOML table being read; remembers its dotted name and which keys were used."""
 
-    def __init__(self, data: dict[str, Any], name: str = "") -> None:
+    def __init__(self, data: dict[builtins.str, Any], name: builtins.str = "") -> None:
         if not isinstance(data, dict):
             raise ConfigError(f"{name or 'config'}: expected a table")
         self._data = data
         self._name = name
-        self._used: set[str] = set()
+        self._used: set[builtins.str] = set()
 
-    def key(self, k: str) -> str:
+    def key(self, k: builtins.str) -> builtins.str:
         return f"{self._name}.{k}" if self._name else k
 
-    def has(self, k: str) -> bool:
+    def has(self, k: builtins.str) -> builtins.bool:
         return k in self._data
 
-    def _get(self, k: str, default: Any) -> Any:
+    def _get(self, k: builtins.str, default: Any) -> Any:
         self._used.add(k)
         return self._data.get(k, default)
 
-    def section(self, k: str) -> Section:
+    def section(self, k: builtins.str) -> Section:
         return Section(self._get(k, {}), self.key(k))
 
-    def sections(self, k: str) -> list[Section]:
+    def sections(self, k: builtins.str) -> list[Section]:
         raw = self._get(k, [])
         if not isinstance(raw, list):
             raise ConfigError(f"{self.key(k)}: expected an array of tables ([[{self.key(k)}]])")
         return [Section(item, f"{self.key(k)}[{i}]") for i, item in enumerate(raw)]
 
-    def typed(self, k: str, kind: type[T], default: T) -> T:
+    def typed(self, k: builtins.str, kind: type[T], default: T) -> T:
         v = self._get(k, default)
-        if kind is float and isinstance(v, int) and not isinstance(v, bool):
-            v = float(v)
-        if not isinstance(v, kind) or (kind is int and isinstance(v, bool)):
+        if (
+            kind is builtins.float
+            and isinstance(v, builtins.int)
+            and not isinstance(v, builtins.bool)
+        ):
+            v = builtins.float(v)
+        if not isinstance(v, kind) or (kind is builtins.int and isinstance(v, builtins.bool)):
             raise ConfigError(f"{self.key(k)}: expected {kind.__name__}, got {v!r}")
         return v
 
-    def str(self, k: str, default: str) -> str:
-        return self.typed(k, str, default)
+    def str(self, k: builtins.str, default: builtins.str) -> builtins.str:
+        return self.typed(k, builtins.str, default)
 
-    def int(self, k: str, default: int, minimum: int | None = None) -> int:
-        v = self.typed(k, int, default)
+    def int(
+        self, k: builtins.str, default: builtins.int, minimum: builtins.int | None = None
+    ) -> builtins.int:
+        v = self.typed(k, builtins.int, default)
         if minimum is not None and v < minimum:
             raise ConfigError(f"{self.key(k)}: must be >= {minimum}, got {v}")
         return v
 
-    def float(self, k: str, default: float, minimum: float | None = None) -> float:
-        v = self.typed(k, float, default)
+    def float(
+        self, k: builtins.str, default: builtins.float, minimum: builtins.float | None = None
+    ) -> builtins.float:
+        v = self.typed(k, builtins.float, default)
         if minimum is not None and v < minimum:
             raise ConfigError(f"{self.key(k)}: must be >= {minimum}, got {v}")
         return v
 
-    def bool(self, k: str, default: bool) -> bool:
-        return self.typed(k, bool, default)
+    def bool(self, k: builtins.str, default: builtins.bool) -> builtins.bool:
+        return self.typed(k, builtins.bool, default)
 
-    def size(self, k: str, default: str | int) -> int:
+    def size(self, k: builtins.str, default: builtins.str | builtins.int) -> builtins.int:
         v = self._get(k, default)
         try:
             return parse_size(v)
         except (ValueError, TypeError) as e:
             raise ConfigError(f"{self.key(k)}: {e}") from None
 
-    def str_list(self, k: str, default: list[str]) -> list[str]:
+    def str_list(self, k: builtins.str, default: list[builtins.str]) -> list[builtins.str]:
         v = self._get(k, default)
-        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        if not isinstance(v, list) or not all(isinstance(x, builtins.str) for x in v):
             raise ConfigError(f"{self.key(k)}: expected a list of strings, got {v!r}")
         return list(v)
 
-    def str_map(self, k: str) -> dict[str, str]:
+    def str_map(self, k: builtins.str) -> dict[builtins.str, builtins.str]:
         v = self._get(k, {})
-        if not isinstance(v, dict) or not all(isinstance(x, str) for x in v.values()):
+        if not isinstance(v, dict) or not all(isinstance(x, builtins.str) for x in v.values()):
             raise ConfigError(f"{self.key(k)}: expected a table of strings")
         return dict(v)
 
-    def convert(self, k: str, default: Any, fn: Callable[[Any], T]) -> T:
+    def convert(self, k: builtins.str, default: Any, fn: Callable[[Any], T]) -> T:
         v = self._get(k, default)
         try:
             return fn(v)

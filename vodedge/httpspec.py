@@ -109,7 +109,7 @@ def _parse_spec(spec: str) -> tuple[int | None, int | None]:
     if not sep:
         raise RangeError(f"bad range spec {spec!r}")
     a, b = a.strip(), b.strip()
-    if a and not a.isdigit() or b and not b.isdigit() or len(a) > 18 or len(b) > 18:
+    if (a and not a.isdigit()) or (b and not b.isdigit()) or len(a) > 18 or len(b) > 18:
         raise RangeError(f"bad range spec {spec!r}")
     if not a:
         if not b:

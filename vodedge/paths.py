@@ -13,6 +13,7 @@ from dataclasses import dataclass
 VIDEO_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _SEGMENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 MAX_PATH_LEN = 512
+MAX_KEY_LEN = 400  # LMDB keys are at most 511 bytes
 MAX_DEPTH = 3  # components after the video id: e.g. thumbs/sprites/x.jpg
 
 
@@ -49,6 +50,8 @@ def parse_object_path(raw: str) -> ObjectPath:
         path = path[end:]
     if not path.startswith("/v/"):
         raise PathError("not an object path (expected /v/{video_id}/...)")
+    if len(path) > MAX_KEY_LEN:
+        raise PathError("object path too long")
     parts = path[3:].split("/")
     if len(parts) < 2:
         raise PathError("object path names no file")

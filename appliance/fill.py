@@ -1,0 +1,331 @@
+"""The miss path inside the worker that owns a key: single flight and upstream fetch.
+
+Errors::
+
+    FillError (status 502)           nothing usable came from any upstream
+     ├── UpstreamNotFound (404)      an upstream said 404 (remembered for ``negative_ttl``)
+     ├── UpstreamTimeout (504)       connect / first-byte / idle timeout on the last upstream
+     └── FillAborted (502)           the body broke after the head was known (waiters abort)
+
+Single flight: :meth:`Filler.join` registers the :class:`Fill` under its key *before* the first
+await and starts one task (held by the Fill) that fetches the whole object from the first
+upstream that answers. Every waiter reads the same in-memory pieces from its own offset as they
+arrive (``Fill.body``), so a waiter for a Range starts as soon as its first byte is in; waiters
+that hang up never cancel the fill. Only a complete, length-checked 200 is offered to the store;
+the key stays registered until the store commit has finished, so a request arriving meanwhile
+joins the finished fill instead of starting a second fetch. Requests that reach another worker
+are routed to the owner (``appliance.peer``), which makes this single flight fleet-of-workers
+wide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import aiohttp
+import xxhash
+
+from appliance import metrics as m
+from appliance.config import FillConfig
+from appliance.respond import ObjectFacts
+from vodedge.httpspec import IMMUTABLE_CACHE_CONTROL, content_type_for, parse_http_date
+
+log = logging.getLogger("appliance.fill")
+
+
+class FillError(Exception):
+    status = 502
+
+
+class UpstreamNotFound(FillError):
+    status = 404
+
+
+class UpstreamTimeout(FillError):
+    status = 504
+
+
+class FillAborted(FillError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class CompletedBody:
+    """What a finished fill hands to the store callback."""
+
+    key: str
+    facts: ObjectFacts
+    body: bytes
+
+
+StoreCallback = Callable[[CompletedBody], Awaitable[None]]
+
+
+class Fill:
+    """One object being fetched; any number of waiters read it while it arrives."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.head: asyncio.Future[ObjectFacts] = asyncio.get_running_loop().create_future()
+        self.pieces: list[bytes] = []
+        self.received = 0
+        self.done = False
+        self.error: FillError | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.waiters = 0
+        self._changed = asyncio.Event()
+
+    def _notify(self) -> None:
+        ev, self._changed = self._changed, asyncio.Event()
+        ev.set()
+
+    def append(self, data: bytes) -> None:
+        self.pieces.append(data)
+        self.received += len(data)
+        self._notify()
+
+    def finish(self, error: FillError | None = None) -> None:
+        self.done = True
+        self.error = error
+        if not self.head.done():
+            self.head.set_exception(error or FillError("fill ended without a head"))
+            self.head.exception()  # mark retrieved: waiters may all have gone
+        self._notify()
+
+    async def wait_head(self) -> ObjectFacts:
+        return await asyncio.shield(self.head)
+
+    async def body(self, start: int, end: int) -> AsyncIterator[memoryview]:
+        """Yield the bytes ``start..end`` (inclusive) as they arrive."""
+        if end < start:
+            return
+        pos = 0
+        i = 0
+        while True:
+            pieces = self.pieces
+            while i < len(pieces):
+                p = pieces[i]
+                p_start = pos
+                pos += len(p)
+                i += 1
+                if pos <= start:
+                    continue
+                lo = max(0, start - p_start)
+                hi = min(len(p), end + 1 - p_start)
+                yield memoryview(p)[lo:hi]
+                if pos > end:
+                    return
+            if self.done:
+                if self.error is not None:
+                    raise self.error
+                if pos <= end:
+                    raise FillAborted("fill ended short")
+                return
+            ev = self._changed
+            await ev.wait()
+
+
+class NegativeCache:
+    """Keys upstream answered 404 for, remembered for ``ttl`` seconds (bounded)."""
+
+    def __init__(self, ttl: float, max_entries: int = 100_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._until: dict[str, float] = {}
+
+    def add(self, key: str, now: float) -> None:
+        if self.ttl <= 0:
+            return
+        if len(self._until) >= self.max_entries:
+            self._until = {k: t for k, t in self._until.items() if t > now}
+            if len(self._until) >= self.max_entries:
+                self._until.clear()
+        self._until[key] = now + self.ttl
+
+    def __contains__(self, key: str) -> bool:
+        t = self._until.get(key)
+        if t is None:
+            return False
+        if t <= time.monotonic():
+            del self._until[key]
+            return False
+        return True
+
+    def discard(self, key: str) -> None:
+        self._until.pop(key, None)
+
+
+def _strong_etag(value: str | None) -> str | None:
+    if value and value.startswith('"') and value.endswith('"') and len(value) >= 2:
+        return value
+    return None
+
+
+class Filler:
+    """Single-flight fills for the keys this worker owns."""
+
+    def __init__(
+        self,
+        cfg: FillConfig,
+        session: aiohttp.ClientSession,
+        on_complete: StoreCallback,
+        via: str = "vodedge",
+    ) -> None:
+        self.cfg = cfg
+        self.session = session
+        self.on_complete = on_complete
+        self.via = via
+        self.fills: dict[str, Fill] = {}
+        self.negative = NegativeCache(cfg.negative_ttl)
+        self.upstream_fetches = 0  # for tests and status
+
+    def join(self, key: str) -> tuple[Fill, bool]:
+        """The fill for ``key``, starting one if none runs; second value: collapsed."""
+        fill = self.fills.get(key)
+        if fill is not None:
+            fill.waiters += 1
+            return fill, True
+        fill = Fill(key)
+        fill.waiters = 1
+        self.fills[key] = fill
+        if key in self.negative:
+            fill.finish(UpstreamNotFound("cached 404"))
+            del self.fills[key]
+            return fill, False
+        fill.task = asyncio.create_task(self._run(fill), name=f"fill {key}")
+        return fill, False
+
+    async def _run(self, fill: Fill) -> None:
+        m.FILLS_IN_FLIGHT.inc()
+        try:
+            completed = await self._fetch(fill)
+            if completed is not None:
+                await self.on_complete(completed)
+        except asyncio.CancelledError:
+            fill.finish(FillAborted("fill cancelled"))
+            raise
+        except Exception as e:  # map anything unexpected to an aborted fill for the waiters
+            log.exception("fill failed", extra={"key": fill.key})
+            fill.finish(FillAborted(f"internal error: {e}"))
+        finally:
+            m.FILLS_IN_FLIGHT.dec()
+            if self.fills.get(fill.key) is fill:
+                del self.fills[fill.key]
+
+    async def _fetch(self, fill: Fill) -> CompletedBody | None:
+        cfg = self.cfg
+        last_error: FillError = FillError("no upstream configured")
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=cfg.connect_timeout, sock_read=cfg.idle_timeout
+        )
+        for base in cfg.upstreams:
+            url = base + fill.key
+            t0 = time.monotonic()
+            self.upstream_fetches += 1
+            try:
+                async with asyncio.timeout(cfg.first_byte_timeout):
+                    resp = await self.session.get(
+                        url,
+                        headers={"Accept-Encoding": "identity", "Via": f"1.1 {self.via}"},
+                        timeout=timeout,
+                        allow_redirects=False,
+                    )
+            except TimeoutError:
+                m.TIMEOUTS.labels("upstream_first_byte").inc()
+                m.UPSTREAM_REQUESTS.labels(base, "timeout_first_byte").inc()
+                last_error = UpstreamTimeout(
+                    f"{base}: no response head in {cfg.first_byte_timeout}s"
+                )
+                continue
+            except aiohttp.ConnectionTimeoutError:
+                m.TIMEOUTS.labels("upstream_connect").inc()
+                m.UPSTREAM_REQUESTS.labels(base, "timeout_connect").inc()
+                last_error = UpstreamTimeout(f"{base}: connect timeout")
+                continue
+            except aiohttp.SocketTimeoutError:
+                m.TIMEOUTS.labels("upstream_first_byte").inc()
+                m.UPSTREAM_REQUESTS.labels(base, "timeout_first_byte").inc()
+                last_error = UpstreamTimeout(f"{base}: read timeout before head")
+                continue
+            except (aiohttp.ClientError, OSError) as e:
+                m.UPSTREAM_REQUESTS.labels(base, "connect_error").inc()
+                last_error = FillError(f"{base}: {e.__class__.__name__}: {e}")
+                continue
+            m.UPSTREAM_TTFB.observe(time.monotonic() - t0)
+            try:
+                if resp.status >= 500:
+                    m.UPSTREAM_REQUESTS.labels(base, "http_5xx").inc()
+                    last_error = FillError(f"{base}: upstream status {resp.status}")
+                    continue
+                if resp.status in (404, 410):
+                    m.UPSTREAM_REQUESTS.labels(base, "not_found").inc()
+                    self.negative.add(fill.key, time.monotonic())
+                    fill.finish(UpstreamNotFound(f"{base}: {resp.status}"))
+                    return None
+                if resp.status != 200:
+                    m.UPSTREAM_REQUESTS.labels(base, "http_other").inc()
+                    fill.finish(FillError(f"{base}: unexpected upstream status {resp.status}"))
+                    return None
+                return await self._read_body(fill, base, resp, t0)
+            finally:
+                resp.release()
+        fill.finish(last_error)
+        return None
+
+    async def _read_body(
+        self, fill: Fill, base: str, resp: aiohttp.ClientResponse, t0: float
+    ) -> CompletedBody | None:
+        cfg = self.cfg
+        length = resp.content_length
+        if length is not None and length > cfg.max_object_size:
+            m.UPSTREAM_REQUESTS.labels(base, "too_large").inc()
+            fill.finish(FillError(f"object of {length} bytes exceeds fill.max_object_size"))
+            return None
+        h = resp.headers
+        lm = parse_http_date(h.get("Last-Modified", "")) if h.get("Last-Modified") else None
+        etag = _strong_etag(h.get("ETag"))
+        ctype = h.get("Content-Type") or content_type_for(fill.key)
+        cache_control = h.get("Cache-Control") or IMMUTABLE_CACHE_CONTROL
+        stored_at = time.time()
+        last_modified = float(lm) if lm is not None else float(int(stored_at))
+
+        def facts_for(n: int, tag: str) -> ObjectFacts:
+            return ObjectFacts(n, ctype, tag, last_modified, cache_control, stored_at)
+
+        early = length is not None and etag is not None
+        if early:
+            assert length is not None and etag is not None
+            fill.head.set_result(facts_for(length, etag))
+        try:
+            async for data in resp.content.iter_any():
+                fill.append(data)
+                m.FILL_BYTES.inc(len(data))
+                if fill.received > cfg.max_object_size:
+                    raise FillAborted("object exceeds fill.max_object_size")
+        except aiohttp.SocketTimeoutError:
+            m.TIMEOUTS.labels("upstream_idle").inc()
+            m.UPSTREAM_REQUESTS.labels(base, "timeout_idle").inc()
+            m.UPSTREAM_SECONDS.labels("timeout").observe(time.monotonic() - t0)
+            fill.finish(UpstreamTimeout(f"{base}: idle for {cfg.idle_timeout}s mid-body"))
+            return None
+        except (aiohttp.ClientError, OSError, FillAborted) as e:
+            m.UPSTREAM_REQUESTS.labels(base, "truncated").inc()
+            m.UPSTREAM_SECONDS.labels("error").observe(time.monotonic() - t0)
+            fill.finish(e if isinstance(e, FillAborted) else FillAborted(f"{base}: {e}"))
+            return None
+        if length is not None and fill.received != length:
+            m.UPSTREAM_REQUESTS.labels(base, "wrong_length").inc()
+            fill.finish(FillAborted(f"{base}: got {fill.received} of {length} bytes"))
+            return None
+        body = b"".join(fill.pieces)
+        if not early:
+            tag = etag or f'"{xxhash.xxh3_128_hexdigest(body)}"'
+            fill.head.set_result(facts_for(len(body), tag))
+        m.UPSTREAM_REQUESTS.labels(base, "ok").inc()
+        m.UPSTREAM_SECONDS.labels("ok").observe(time.monotonic() - t0)
+        fill.finish()
+        return CompletedBody(fill.key, fill.head.result(), body)

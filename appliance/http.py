@@ -1,0 +1,506 @@
+"""The public HTTP/1.1 listener: a thin asyncio protocol on httptools (the hot path).
+
+Why not an aiohttp handler: the hit path is dominated by per-request framework cost, and a hit
+here is one LMDB read transaction plus one ``writelines`` of the response head and memoryviews
+into the LMDB map (no copy of the body in Python). Measurements are in docs/benchmarks.md.
+
+Zero copy needs care: a memoryview points into LMDB pages that writers may reuse once the read
+transaction ends. So the write buffer limit is 0: when the kernel did not take everything at
+once, the protocol is paused, the :class:`~appliance.store.ObjectView` stays pinned, and it is
+released in :meth:`HttpProtocol.resume_writing` (the socket buffer is empty again) or when the
+connection is lost. A client that accepts nothing for ``send_timeout`` is disconnected, which
+bounds how long a slow reader can pin pages.
+
+Requests on one connection are answered in order (pipelining); a miss is answered by a task that
+streams the fill; further requests wait in a small queue (reading pauses when it is full).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any, cast
+
+import httptools
+
+from appliance.fill import FillError
+from appliance.respond import (
+    Conditions,
+    ObjectFacts,
+    Plan,
+    head_bytes,
+    plan,
+    preflight_bytes,
+    simple_bytes,
+)
+from appliance.store import ObjectView
+from vodedge.httpspec import RangeError, is_playlist, parse_range
+from vodedge.paths import PathError, parse_object_path
+from vodedge.tokens import TokenVerdict, verify
+
+if TYPE_CHECKING:
+    from appliance.worker import Worker
+
+log = logging.getLogger("appliance.http")
+
+_MAX_QUEUE = 16
+_GZIP_CACHE_MAX = 512
+_ALLOW = "Allow: GET, HEAD, OPTIONS\r\n"
+
+
+class Request:
+    __slots__ = ("headers", "keep_alive", "method", "start", "url")
+
+    def __init__(
+        self, method: bytes, url: bytes, headers: dict[str, str], keep_alive: bool
+    ) -> None:
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.start = time.monotonic()
+
+
+class _HeadTooLarge(Exception):
+    pass
+
+
+class GzipCache:
+    """Compressed playlists by (key, etag); playlists are small and requested often."""
+
+    def __init__(self, max_entries: int = _GZIP_CACHE_MAX) -> None:
+        self._d: dict[tuple[str, str], bytes] = {}
+        self._max = max_entries
+
+    def get(self, key: str, etag: str, body: list[memoryview]) -> bytes:
+        k = (key, etag)
+        v = self._d.get(k)
+        if v is None:
+            if len(self._d) >= self._max:
+                self._d.pop(next(iter(self._d)))
+            v = self._d[k] = gzip.compress(b"".join(body), compresslevel=6, mtime=0)
+        return v
+
+
+class HttpProtocol(asyncio.Protocol):
+    def __init__(self, worker: Worker) -> None:
+        self.w = worker
+        self.loop = worker.loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.peer = "-"
+        self._url: list[bytes] = []
+        self._headers: dict[str, str] = {}
+        self._head_size = 0
+        self._cur_name = ""
+        self._queue: deque[Request] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._pinned: list[ObjectView] = []
+        self._write_paused = False
+        self._drain: asyncio.Future[None] | None = None
+        self._idle: asyncio.TimerHandle | None = None
+        self._send_timer: asyncio.TimerHandle | None = None
+        self._closing = False
+        self._reading_paused = False
+
+    # -- connection ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses but implement it.
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=0, low=0)
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer = str(peer[0])
+        self.w.protocols.add(self)
+        self._arm_idle()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.w.protocols.discard(self)
+        self._closing = True
+        self._release_pinned()
+        for h in (self._idle, self._send_timer):
+            if h is not None:
+                h.cancel()
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_exception(ConnectionResetError("client went away"))
+            self._drain.exception()
+        if self._task is not None:
+            self._task.cancel()
+        self.transport = None
+
+    @property
+    def busy(self) -> bool:
+        return self._task is not None or bool(self._pinned) or bool(self._queue)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self._closing = True
+            self.transport.close()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        if self._send_timer is None:
+            self._send_timer = self.loop.call_later(
+                self.w.cfg.server.send_timeout, self._send_timeout
+            )
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+        self._release_pinned()
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    def _send_timeout(self) -> None:
+        self._send_timer = None
+        self.w.timeout("client_send")
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _release_pinned(self) -> None:
+        for v in self._pinned:
+            v.release()
+        self._pinned.clear()
+
+    def _arm_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+        self._idle = self.loop.call_later(self.w.cfg.server.keepalive_timeout, self._idle_timeout)
+
+    def _idle_timeout(self) -> None:
+        self._idle = None
+        if self._task is None and not self._queue and self.transport is not None:
+            self.w.timeout("client_keepalive")
+            self.transport.close()
+
+    # -- parsing -------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as e:
+            if isinstance(e.__context__, _HeadTooLarge):
+                self._fail(431, "request head too large")
+            else:
+                log.exception("parser callback failed")
+                self._fail(500, "internal error")
+        except httptools.HttpParserUpgrade:
+            self._fail(400, "protocol upgrade not supported")
+        except httptools.HttpParserError as e:
+            self._fail(400, f"malformed request: {e}")
+
+    def _fail(self, status: int, msg: str) -> None:
+        if self.transport is None or self._closing:
+            return
+        self._closing = True
+        if self._task is None:
+            self.transport.write(simple_bytes(status, msg.encode() + b"\n", keep_alive=False))
+            self.w.counters.request("error", status, 0)
+        self.transport.close()
+
+    def on_message_begin(self) -> None:
+        self._url = []
+        self._headers = {}
+        self._head_size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._head_size += len(url)
+        if self._head_size > self.w.cfg.server.max_header_bytes:
+            raise _HeadTooLarge
+        self._url.append(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > self.w.cfg.server.max_header_bytes or len(self._headers) > 100:
+            raise _HeadTooLarge
+        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_message_complete(self) -> None:
+        req = Request(
+            self.parser.get_method(),
+            b"".join(self._url),
+            self._headers,
+            self.parser.should_keep_alive(),
+        )
+        if self._task is not None or self._queue:
+            self._queue.append(req)
+            if len(self._queue) >= _MAX_QUEUE and self.transport is not None:
+                self.transport.pause_reading()
+                self._reading_paused = True
+            return
+        self._handle(req)
+
+    # -- dispatch ------------------------------------------------------------------------
+
+    def _next(self) -> None:
+        while self._queue and self._task is None and not self._closing:
+            self._handle(self._queue.popleft())
+        if self._reading_paused and len(self._queue) < _MAX_QUEUE and self.transport is not None:
+            self.transport.resume_reading()
+            self._reading_paused = False
+        if self._task is None and not self._queue and not self._closing:
+            self._arm_idle()
+
+    def _write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def _finish(self, req: Request, status: int, outcome: str, nbytes: int, path: str) -> None:
+        self.w.counters.request(outcome, status, nbytes)
+        if self.w.access_log is not None:
+            self.w.access_log.log(req, self.peer, path, status, nbytes, outcome)
+        if not req.keep_alive and self.transport is not None:
+            self._closing = True
+            self.transport.close()
+
+    def _simple(
+        self,
+        req: Request,
+        status: int,
+        body: bytes,
+        outcome: str = "error",
+        ctype: str = "text/plain; charset=utf-8",
+        extra: str = "",
+        path: str = "-",
+    ) -> None:
+        self._write(
+            simple_bytes(
+                status,
+                body,
+                ctype,
+                req.keep_alive,
+                extra,
+                self.w.cfg.server.cors_allow_origin,
+                head_only=req.method == b"HEAD",
+            )
+        )
+        self._finish(req, status, outcome, 0 if req.method == b"HEAD" else len(body), path)
+
+    def _handle(self, req: Request) -> None:
+        method = req.method
+        raw_path, _, _query = req.url.partition(b"?")
+        try:
+            path = raw_path.decode("ascii")
+        except UnicodeDecodeError:
+            self._simple(req, 400, b"non-ascii path\n")
+            return
+        if method != b"GET" and method != b"HEAD":
+            if method == b"OPTIONS":
+                self._write(preflight_bytes(self.w.cfg.server.cors_allow_origin, req.keep_alive))
+                self._finish(req, 204, "preflight", 0, path)
+            else:
+                self._simple(req, 405, b"method not allowed\n", extra=_ALLOW, path=path)
+            return
+        if not path.startswith(("/v/", "/t/")):
+            self._control(req, path)
+            return
+        try:
+            obj = parse_object_path(path)
+        except PathError as e:
+            self._simple(req, 400, f"bad object path: {e}\n".encode(), path=path)
+            return
+        tokens = self.w.tokens
+        if tokens.required:
+            verdict = (
+                verify(obj.token, obj.video_id, tokens.keys, time.time())
+                if obj.token is not None
+                else TokenVerdict.MALFORMED
+            )
+            if verdict is not TokenVerdict.OK:
+                self._simple(req, 403, f"token {verdict.value}\n".encode(), path=obj.key)
+                return
+        h = req.headers
+        cond = Conditions(
+            h.get("range"), h.get("if-range"), h.get("if-none-match"), h.get("if-modified-since")
+        )
+        if cond.range is not None:
+            try:
+                parse_range(cond.range, 1 << 62)
+            except RangeError as e:
+                self._simple(req, 400, f"bad Range: {e}\n".encode(), path=obj.key)
+                return
+        view = self.w.store.open_view(obj.key)
+        if view is not None and self._serve_hit(req, view, cond):
+            return
+        self._task = self.loop.create_task(self._serve_miss(req, obj.key, cond))
+
+    def _control(self, req: Request, path: str) -> None:
+        if path == "/healthz":
+            ok, text = self.w.health()
+            self._simple(req, 200 if ok else 503, text.encode() + b"\n", "control", path=path)
+        elif path == "/metrics":
+            body = self.w.render_metrics()
+            self._simple(req, 200, body, "control", "text/plain; version=0.0.4", path=path)
+        else:
+            self._simple(req, 404, b"not found\n", path=path)
+
+    # -- hit -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _wants_gzip(req: Request, key: str, p: Plan, cond: Conditions) -> bool:
+        return (
+            p.status == 200
+            and cond.range is None
+            and is_playlist(key)
+            and "gzip" in req.headers.get("accept-encoding", "")
+        )
+
+    def _serve_hit(self, req: Request, view: ObjectView, cond: Conditions) -> bool:
+        """Answer from the store; False (view released) when the object must be refilled."""
+        meta = view.meta
+        facts = ObjectFacts(
+            meta.length,
+            meta.content_type,
+            meta.etag,
+            meta.last_modified,
+            meta.cache_control,
+            meta.stored_at,
+        )
+        p = plan(facts, cond)
+        head_only = req.method == b"HEAD"
+        cors = self.w.cfg.server.cors_allow_origin
+        chunks: list[memoryview] = []
+        if p.status in (200, 206) and p.body_length > 0:
+            cs = meta.chunk_size
+            first, last = p.start // cs, p.end // cs
+            got = view.read_verified(first, last, self.w.cfg.storage.verify_checksums)
+            if got is None:
+                self.w.checksum_failure(view)
+                view.release()
+                return False
+            chunks = got
+            off = p.start - first * cs
+            end_excl = p.end - last * cs + 1
+            if first == last:
+                chunks[0] = got[0][off:end_excl]
+            else:
+                chunks[0] = got[0][off:]
+                chunks[-1] = got[-1][:end_excl]
+        encoding = etag = None
+        body_length = None
+        if self._wants_gzip(req, view.key, p, cond):
+            gz = self.w.gzip_cache.get(view.key, meta.etag, chunks)
+            chunks = [memoryview(gz)]
+            encoding, etag, body_length = "gzip", gzip_etag(meta.etag), len(gz)
+        head = head_bytes(
+            facts, p, "vodedge; hit", cors, req.keep_alive, None, encoding, etag, body_length
+        )
+        transport = self.transport
+        assert transport is not None
+        nbytes = 0
+        if head_only or not chunks:
+            transport.write(head)
+            view.release()
+        else:
+            transport.writelines([head, *chunks])
+            nbytes = sum(len(c) for c in chunks)
+            if transport.get_write_buffer_size():
+                self._pinned.append(view)
+            else:
+                view.release()
+        self.w.record_hit(view.key)
+        self._finish(req, p.status, "hit", nbytes, view.key)
+        return True
+
+    # -- miss ----------------------------------------------------------------------------
+
+    async def _serve_miss(self, req: Request, key: str, cond: Conditions) -> None:
+        sent = 0
+        status = 502
+        outcome = "error"
+        try:
+            res = await self.w.miss(key, cond)
+            status, outcome = res.status, res.outcome
+            if res.facts is None or res.plan is None:
+                body = f"{res.status} {res.detail or 'upstream error'}\n".encode()
+                self._simple(req, res.status, body, "error", path=key)
+                return
+            p = res.plan
+            status = p.status
+            cors = self.w.cfg.server.cors_allow_origin
+            if res.body is not None and self._wants_gzip(req, key, p, cond):
+                whole = [memoryview(bytes(piece)) async for piece in res.body]
+                gz = self.w.gzip_cache.get(key, res.facts.etag, whole)
+                self._write(
+                    head_bytes(
+                        res.facts,
+                        p,
+                        res.cache_status,
+                        cors,
+                        req.keep_alive,
+                        None,
+                        "gzip",
+                        gzip_etag(res.facts.etag),
+                        len(gz),
+                    )
+                )
+                if req.method != b"HEAD":
+                    self._write(gz)
+                    sent = len(gz)
+                self._finish(req, status, outcome, sent, key)
+                return
+            self._write(head_bytes(res.facts, p, res.cache_status, cors, req.keep_alive))
+            if req.method != b"HEAD" and res.body is not None:
+                async for piece in res.body:
+                    if self.transport is None:
+                        break
+                    self.transport.write(piece)
+                    sent += len(piece)
+                    if self._write_paused:
+                        await self._wait_drain()
+            elif res.body is not None:
+                await _aclose(res.body)
+            self._finish(req, status, outcome, sent, key)
+        except asyncio.CancelledError:
+            raise
+        except FillError as e:
+            # Headers may already be out: abort so the client sees a broken body, never bad bytes.
+            log.warning("miss failed mid-body", extra={"key": key, "error": str(e)})
+            self.w.counters.request("error", status, sent)
+            self._closing = True
+            if self.transport is not None:
+                self.transport.abort()
+        except ConnectionError:
+            self._closing = True
+        except Exception:
+            log.exception("miss handling failed", extra={"key": key})
+            self.w.counters.request("error", 500, sent)
+            self._closing = True
+            if self.transport is not None:
+                self.transport.abort()
+        finally:
+            self._task = None
+            if not self._closing:
+                self.loop.call_soon(self._next)
+
+    async def _wait_drain(self) -> None:
+        if not self._write_paused:
+            return
+        self._drain = self.loop.create_future()
+        try:
+            await self._drain
+        finally:
+            self._drain = None
+
+
+def gzip_etag(etag: str) -> str:
+    """The gzip'd representation's ETag: distinct from the identity one, still strong."""
+    return etag[:-1] + '-gz"'
+
+
+async def _aclose(it: Any) -> None:
+    aclose = getattr(it, "aclose", None)
+    if aclose is not None:
+        await aclose()

@@ -1,0 +1,377 @@
+"""The object store: one LMDB environment per disk, objects spread over disks by xxhash.
+
+Layout of one environment (named databases):
+
+- ``meta``   cache key -> :class:`ObjectMeta` (msgpack): length, type, ETag, Last-Modified,
+  Cache-Control, stored time, chunk size, one xxh3-64 checksum per chunk, object id.
+- ``chunks`` object id (8 random bytes) + chunk index (u32 BE) -> body bytes (``chunk_size``
+  each, the last one shorter). A Range read touches only the chunks it needs.
+- ``stats``  cache key -> policy state (frequency, last access) so eviction survives restart.
+
+Visibility: an object's chunks and its meta record are written in **one** write transaction, so
+an object is visible only once complete and checksummed; ``kill -9`` at any moment leaves either
+the whole object or nothing (LMDB transactions are atomic), and a restart never serves a partial
+object. While a fill is in flight its bytes stream to waiters from memory (``appliance.fill``).
+
+Threads: reads run in the event loop (a read transaction and a few ``get`` calls, ~2 us, zero
+copy: chunk values are memoryviews into the map, measured in docs/architecture.md); every write
+runs on the disk's single writer thread (LMDB has one writer per environment anyway).
+
+Disk placement is rendezvous hashing over the healthy disks: when a disk fails, only its keys move.
+A disk whose environment will not open, or that raises an LMDB error, is marked failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import struct
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import lmdb
+import msgpack
+import xxhash
+
+from appliance.config import DiskConfig, StorageConfig
+
+log = logging.getLogger("appliance.store")
+T = TypeVar("T")
+
+_META_VERSION = 1
+_CHUNK_KEY = struct.Struct(">8sI")
+
+
+class StoreError(Exception):
+    """Base of store errors."""
+
+
+class DiskFailed(StoreError):
+    """The disk holding a key is out of service."""
+
+
+def checksum(data: bytes | memoryview) -> int:
+    return xxhash.xxh3_64_intdigest(data)
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectMeta:
+    length: int
+    content_type: str
+    etag: str
+    last_modified: float
+    cache_control: str
+    stored_at: float
+    chunk_size: int
+    checksums: tuple[int, ...]
+    object_id: bytes
+
+    def encode(self) -> bytes:
+        return msgpack.packb(
+            [
+                _META_VERSION,
+                self.length,
+                self.content_type,
+                self.etag,
+                self.last_modified,
+                self.cache_control,
+                self.stored_at,
+                self.chunk_size,
+                list(self.checksums),
+                self.object_id,
+            ]
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes | memoryview) -> ObjectMeta:
+        v = msgpack.unpackb(raw)
+        if not isinstance(v, list) or len(v) != 10 or v[0] != _META_VERSION:
+            raise ValueError("unknown meta record format")
+        return cls(v[1], v[2], v[3], v[4], v[5], v[6], v[7], tuple(v[8]), v[9])
+
+    @property
+    def nchunks(self) -> int:
+        return len(self.checksums)
+
+
+def chunk_key(object_id: bytes, index: int) -> bytes:
+    return _CHUNK_KEY.pack(object_id, index)
+
+
+def split_chunks(body: bytes, chunk_size: int) -> list[bytes]:
+    if not body:
+        return []
+    return [body[i : i + chunk_size] for i in range(0, len(body), chunk_size)]
+
+
+class ObjectView:
+    """A stored object pinned by an open read transaction (zero-copy chunk access).
+
+    The transaction keeps the pages from being reused by writers, so memoryviews handed to the
+    socket stay valid until :meth:`release`; the HTTP layer releases once the socket buffer has
+    drained.
+    """
+
+    __slots__ = ("_chunks", "_txn", "disk", "key", "meta")
+
+    def __init__(self, disk: Disk, key: str, txn: Any, meta: ObjectMeta) -> None:
+        self.disk = disk
+        self.key = key
+        self.meta = meta
+        self._txn = txn
+        self._chunks = disk.chunks_db
+
+    def chunk(self, index: int) -> memoryview:
+        v = self._txn.get(chunk_key(self.meta.object_id, index), db=self._chunks)
+        if v is None:
+            raise KeyError(index)
+        return v  # type: ignore[no-any-return]
+
+    def read_verified(self, first: int, last: int, verify: bool) -> list[memoryview] | None:
+        """Chunks ``first..last`` inclusive, or None if one is missing or fails its checksum."""
+        out = []
+        sums = self.meta.checksums
+        try:
+            for i in range(first, last + 1):
+                c = self.chunk(i)
+                if verify and xxhash.xxh3_64_intdigest(c) != sums[i]:
+                    return None
+                out.append(c)
+        except KeyError:
+            return None
+        return out
+
+    def release(self) -> None:
+        if self._txn is not None:
+            self._txn.abort()
+            self._txn = None
+
+
+class Disk:
+    """One configured disk: its LMDB environment, health and writer thread."""
+
+    def __init__(self, index: int, cfg: DiskConfig, sync: bool) -> None:
+        self.index = index
+        self.cfg = cfg
+        self.path = cfg.path
+        self.seed = xxhash.xxh64_intdigest(str(cfg.path).encode())
+        self.env: Any = None
+        self.meta_db: Any = None
+        self.chunks_db: Any = None
+        self.stats_db: Any = None
+        self.failed: str | None = None
+        self._sync = sync
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"lmdb-w{index}")
+
+    @property
+    def healthy(self) -> bool:
+        return self.failed is None
+
+    def open(self) -> None:
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.env = lmdb.open(
+                str(self.path),
+                map_size=int(self.cfg.size * 1.25) + 256 * 2**20,
+                max_dbs=4,
+                max_readers=4096,
+                sync=self._sync,
+                metasync=False,
+                readahead=False,
+                lock=True,
+            )
+            self.meta_db = self.env.open_db(b"meta")
+            self.chunks_db = self.env.open_db(b"chunks")
+            self.stats_db = self.env.open_db(b"stats")
+        except (lmdb.Error, OSError) as e:
+            self.fail(f"cannot open: {e}")
+
+    def fail(self, reason: str) -> None:
+        if self.failed is None:
+            log.error("disk taken out of service", extra={"disk": str(self.path), "reason": reason})
+        self.failed = reason
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking work on this disk's writer thread; LMDB errors fail the disk."""
+        if self.failed:
+            raise DiskFailed(f"{self.path}: {self.failed}")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._writer, fn, *args)
+        except lmdb.MapFullError:
+            raise StoreError(f"{self.path}: map full") from None
+        except lmdb.Error as e:
+            self.fail(f"lmdb error: {e}")
+            raise DiskFailed(f"{self.path}: {e}") from e
+
+    # -- blocking helpers (writer thread) --------------------------------------------------
+
+    def _put(self, key: bytes, meta: ObjectMeta, chunks: list[bytes]) -> None:
+        with self.env.begin(write=True) as txn:
+            old = txn.get(key, db=self.meta_db)
+            if old is not None:
+                self._delete_chunks(txn, old)
+            for i, c in enumerate(chunks):
+                txn.put(chunk_key(meta.object_id, i), c, db=self.chunks_db)
+            txn.put(key, meta.encode(), db=self.meta_db)
+
+    def _delete_chunks(self, txn: Any, raw_meta: bytes) -> None:
+        try:
+            old = ObjectMeta.decode(raw_meta)
+        except (ValueError, TypeError, msgpack.UnpackException):
+            return
+        for i in range(old.nchunks):
+            txn.delete(chunk_key(old.object_id, i), db=self.chunks_db)
+
+    def _delete(self, keys: list[bytes], expect_id: bytes | None) -> int:
+        removed = 0
+        with self.env.begin(write=True) as txn:
+            for key in keys:
+                raw = txn.get(key, db=self.meta_db)
+                if raw is None:
+                    continue
+                if expect_id is not None and ObjectMeta.decode(raw).object_id != expect_id:
+                    continue  # replaced by a newer fill meanwhile
+                self._delete_chunks(txn, bytes(raw))
+                txn.delete(key, db=self.meta_db)
+                txn.delete(key, db=self.stats_db)
+                removed += 1
+        return removed
+
+    def _put_stats(self, items: list[tuple[bytes, bytes]]) -> None:
+        with self.env.begin(write=True) as txn:
+            for key, value in items:
+                if txn.get(key, db=self.meta_db) is not None:
+                    txn.put(key, value, db=self.stats_db)
+
+    def scan(self) -> Iterator[tuple[str, ObjectMeta, tuple[int, float] | None]]:
+        """Every stored object with its persisted policy state (blocking; run in a thread)."""
+        with self.env.begin(buffers=False) as txn:
+            stats_cur = txn.cursor(db=self.stats_db)
+            for k, raw in txn.cursor(db=self.meta_db):
+                try:
+                    meta = ObjectMeta.decode(raw)
+                except (ValueError, TypeError, msgpack.UnpackException):
+                    continue
+                st_raw = stats_cur.get(k)
+                state = None
+                if st_raw is not None:
+                    freq, last = msgpack.unpackb(st_raw)
+                    state = (int(freq), float(last))
+                yield k.decode(), meta, state
+
+    def used_bytes(self) -> int:
+        """Bytes of the LMDB data file in use (pages), for status and metrics."""
+        if self.env is None or self.failed:
+            return 0
+        info = self.env.info()
+        stat = self.env.stat()
+        return int((info["last_pgno"] + 1) * stat["psize"])
+
+    def close(self) -> None:
+        self._writer.shutdown(wait=True)
+        if self.env is not None:
+            self.env.close()
+
+
+class Store:
+    """All disks; placement, zero-copy reads in the loop, writes on writer threads."""
+
+    def __init__(self, cfg: StorageConfig) -> None:
+        self.cfg = cfg
+        self.disks = [Disk(i, d, cfg.sync) for i, d in enumerate(cfg.disks)]
+
+    def open(self) -> None:
+        for d in self.disks:
+            d.open()
+
+    def close(self) -> None:
+        for d in self.disks:
+            d.close()
+
+    def disk_for(self, key: str) -> Disk | None:
+        kb = key.encode()
+        best: Disk | None = None
+        best_score = -1
+        for d in self.disks:
+            if d.failed is None:
+                score = xxhash.xxh3_64_intdigest(kb, seed=d.seed)
+                if score > best_score:
+                    best, best_score = d, score
+        return best
+
+    def open_view(self, key: str) -> ObjectView | None:
+        """Pin and return the stored object for ``key`` (in-loop read), or None on a miss."""
+        disk = self.disk_for(key)
+        if disk is None:
+            return None
+        try:
+            txn = disk.env.begin(buffers=True)
+            try:
+                raw = txn.get(key.encode(), db=disk.meta_db)
+                if raw is None:
+                    txn.abort()
+                    return None
+                meta = ObjectMeta.decode(raw)
+            except BaseException:
+                txn.abort()
+                raise
+        except lmdb.Error as e:
+            disk.fail(f"lmdb read error: {e}")
+            return None
+        except (ValueError, TypeError, msgpack.UnpackException):
+            return None  # unreadable meta: treat as a miss; the refill replaces it
+        return ObjectView(disk, key, txn, meta)
+
+    def contains(self, key: str) -> bool:
+        v = self.open_view(key)
+        if v is None:
+            return False
+        v.release()
+        return True
+
+    async def put(self, key: str, meta: ObjectMeta, chunks: list[bytes]) -> Disk:
+        disk = self.disk_for(key)
+        if disk is None:
+            raise DiskFailed("no healthy disk")
+        await disk.run(disk._put, key.encode(), meta, chunks)
+        return disk
+
+    async def delete(self, disk: Disk, keys: Iterable[str], expect_id: bytes | None = None) -> int:
+        return await disk.run(disk._delete, [k.encode() for k in keys], expect_id)
+
+    async def put_stats(self, disk: Disk, items: list[tuple[str, tuple[int, float]]]) -> None:
+        packed = [(k.encode(), msgpack.packb([f, last])) for k, (f, last) in items]
+        await disk.run(disk._put_stats, packed)
+
+
+def new_meta(
+    body_chunks: list[bytes],
+    length: int,
+    content_type: str,
+    etag: str,
+    last_modified: float,
+    cache_control: str,
+    chunk_size: int,
+    now: float | None = None,
+) -> ObjectMeta:
+    return ObjectMeta(
+        length=length,
+        content_type=content_type,
+        etag=etag,
+        last_modified=last_modified,
+        cache_control=cache_control,
+        stored_at=time.time() if now is None else now,
+        chunk_size=chunk_size,
+        checksums=tuple(checksum(c) for c in body_chunks),
+        object_id=os.urandom(8),
+    )
+
+
+def disk_dirs_exist(paths: Iterable[Path]) -> list[Path]:
+    return [p for p in paths if p.exists()]

@@ -1,0 +1,310 @@
+"""One worker process: serves the public listeners it inherited, owns a shard of keys.
+
+Lifecycle: ``main`` -> :meth:`Worker.start` (open disks, rebuild policy state, start the peer
+socket, the listeners and the background tasks) -> serve until SIGTERM/SIGINT ->
+:meth:`Worker.shutdown` (stop accepting, let in-flight responses finish within
+``shutdown_grace``, cancel the rest, flush policy state, close the disks).
+
+Started by the supervisor as ``python -m appliance.worker --config … --index … --workers …
+--fds …``; never daemonizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Coroutine
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import uvloop
+from aiohttp import web
+
+from appliance import metrics as m
+from appliance.accesslog import AccessLog
+from appliance.cache import CacheManager, owner_of
+from appliance.config import ApplianceConfig, load
+from appliance.fill import Filler, FillError
+from appliance.http import GzipCache, HttpProtocol
+from appliance.peer import MissResult, PeerClient, make_peer_app, socket_path
+from appliance.respond import Conditions, ObjectFacts, plan
+from appliance.store import ObjectView, Store
+from vodedge.logs import setup_logging
+
+log = logging.getLogger("appliance.worker")
+
+
+class Worker:
+    def __init__(
+        self,
+        cfg: ApplianceConfig,
+        index: int,
+        nworkers: int,
+        listen_fds: list[int],
+        root_pid: int,
+        shutdown_grace: float = 30.0,
+    ) -> None:
+        self.cfg = cfg
+        self.index = index
+        self.nworkers = nworkers
+        self.listen_fds = listen_fds
+        self.root_pid = root_pid
+        self.shutdown_grace = shutdown_grace
+        self.loop = asyncio.get_running_loop()
+        self.tokens = cfg.tokens
+        self.store = Store(cfg.storage)
+        self.cache = CacheManager(self.store, index, nworkers, cfg.storage.chunk_size)
+        self.counters = m.HotCounters()
+        self.access_log = AccessLog(index) if cfg.server.access_log else None
+        self.gzip_cache = GzipCache()
+        self.protocols: set[HttpProtocol] = set()
+        self.started = time.time()
+        self.draining = False
+        self._touches: defaultdict[int, defaultdict[str, int]] = defaultdict(
+            lambda: defaultdict(int)
+        )
+        self._servers: list[asyncio.Server] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._peer_runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self.filler: Filler | None = None
+        self.peers = PeerClient(cfg.run_dir, cfg.fill.first_byte_timeout)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.store.open)
+        restored = await asyncio.to_thread(self.cache.restore_blocking)
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=256, ttl_dns_cache=60)
+        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        self.filler = Filler(self.cfg.fill, self._session, self.cache.store_completed)
+        self._peer_runner = web.AppRunner(
+            make_peer_app(self.local_miss, self._touch_from_peer), access_log=None
+        )
+        await self._peer_runner.setup()
+        sock_path = socket_path(self.cfg.run_dir, self.index)
+        with contextlib.suppress(FileNotFoundError):
+            sock_path.unlink()
+        await web.UnixSite(self._peer_runner, str(sock_path)).start()
+        for fd in self.listen_fds:
+            sock = socket.socket(fileno=fd)
+            sock.setblocking(False)
+            server = await self.loop.create_server(
+                lambda: HttpProtocol(self), sock=sock, backlog=4096
+            )
+            self._servers.append(server)
+        for coro in (
+            self.cache.evict_loop(),
+            self.cache.stats_loop(),
+            self._flush_loop(),
+        ):
+            self.spawn(coro)
+        for d in self.store.disks:
+            m.DISK_CAPACITY.labels(str(d.path)).set(d.cfg.size)
+        log.info(
+            "worker ready",
+            extra={"worker": self.index, "pid": os.getpid(), "restored_objects": restored},
+        )
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        t = self.loop.create_task(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._task_done)
+        return t
+
+    def _task_done(self, t: asyncio.Task[Any]) -> None:
+        self._tasks.discard(t)
+        if not t.cancelled() and t.exception() is not None:
+            log.error("background task failed", exc_info=t.exception())
+
+    async def shutdown(self) -> None:
+        for s in self._servers:
+            s.close()
+        deadline = time.monotonic() + self.shutdown_grace
+        # Polling is deliberate: busy-ness changes on many paths and 50 ms is fine at shutdown.
+        while any(p.busy for p in self.protocols) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        for p in list(self.protocols):
+            p.close()
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.cache.flush_stats()
+        self._flush_metrics()
+        if self._peer_runner is not None:
+            await self._peer_runner.cleanup()
+        await self.peers.close()
+        if self._session is not None:
+            await self._session.close()
+        await asyncio.to_thread(self.store.close)
+
+    # -- used by the HTTP protocol -------------------------------------------------------
+
+    def health(self) -> tuple[bool, str]:
+        if self.draining:
+            return False, "draining"
+        if not any(d.healthy for d in self.store.disks):
+            return False, "failed: no disk in service"
+        return True, "ok"
+
+    def render_metrics(self) -> bytes:
+        self._flush_metrics()
+        return m.render(self.root_pid)
+
+    def timeout(self, kind: str) -> None:
+        m.TIMEOUTS.labels(kind).inc()
+
+    def record_hit(self, key: str) -> None:
+        owner = owner_of(key, self.nworkers)
+        if owner == self.index:
+            self.cache.hit(key)
+        else:
+            self._touches[owner][key] += 1
+
+    def checksum_failure(self, view: ObjectView) -> None:
+        m.CHECKSUM_FAILURES.labels(str(view.disk.path)).inc()
+        log.error("checksum mismatch; dropping object", extra={"key": view.key})
+        self.spawn(self.cache.drop(view.disk, view.key, view.meta.object_id))
+
+    async def miss(self, key: str, cond: Conditions) -> MissResult:
+        owner = owner_of(key, self.nworkers)
+        if owner == self.index:
+            return await self.local_miss(key, cond)
+        try:
+            return await self.peers.fill(owner, key, cond)
+        except asyncio.CancelledError:
+            raise
+        except (aiohttp.ClientError, OSError) as e:
+            # The owner is restarting: fill here rather than fail the player.
+            log.warning(
+                "owner unreachable; filling locally", extra={"owner": owner, "error": str(e)}
+            )
+            m.UPSTREAM_REQUESTS.labels("peer", "owner_unreachable").inc()
+            return await self.local_miss(key, cond)
+
+    async def local_miss(self, key: str, cond: Conditions) -> MissResult:
+        assert self.filler is not None
+        if key not in self.filler.fills:
+            view = self.store.open_view(key)
+            if view is not None:
+                res = self._from_store(view, cond)
+                if res is not None:
+                    return res
+                m.CHECKSUM_FAILURES.labels(str(view.disk.path)).inc()
+                await self.cache.drop(view.disk, key, view.meta.object_id)
+        fill, collapsed = self.filler.join(key)
+        try:
+            facts = await fill.wait_head()
+        except FillError as e:
+            return MissResult(e.status, "error", detail=str(e))
+        p = plan(facts, cond)
+        body = fill.body(p.start, p.end) if p.status in (200, 206) else None
+        return MissResult(p.status, "collapsed" if collapsed else "miss", facts, p, body)
+
+    def _from_store(self, view: ObjectView, cond: Conditions) -> MissResult | None:
+        """A miss that found the object stored meanwhile (a race with the commit)."""
+        meta = view.meta
+        facts = ObjectFacts(
+            meta.length,
+            meta.content_type,
+            meta.etag,
+            meta.last_modified,
+            meta.cache_control,
+            meta.stored_at,
+        )
+        p = plan(facts, cond)
+        chunks: list[bytes] = []
+        if p.status in (200, 206) and p.body_length > 0:
+            cs = meta.chunk_size
+            got = view.read_verified(p.start // cs, p.end // cs, True)
+            if got is None:
+                view.release()
+                return None
+            data = b"".join(got)
+            off = p.start - (p.start // cs) * cs
+            chunks = [data[off : off + p.body_length]]
+        view.release()
+        self.cache.hit(view.key)
+        return MissResult(p.status, "hit", facts, p, _iter(chunks))
+
+    def _touch_from_peer(self, counts: dict[str, int]) -> None:
+        for key, n in counts.items():
+            self.cache.hit(key, n)
+
+    # -- periodic ------------------------------------------------------------------------
+
+    def _flush_metrics(self) -> None:
+        self.counters.flush()
+        m.CONNECTIONS.set(len(self.protocols))
+        for i, used in self.cache.object_bytes().items():
+            d = self.store.disks[i]
+            m.DISK_OBJECT_BYTES.labels(str(d.path)).set(used)
+            m.DISK_UP.labels(str(d.path)).set(1 if d.healthy else 0)
+            if d.healthy:
+                with contextlib.suppress(Exception):
+                    m.DISK_FILE_BYTES.labels(str(d.path)).set(d.used_bytes())
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self._flush_metrics()
+            if self.access_log is not None:
+                self.access_log.flush()
+            touches, self._touches = self._touches, defaultdict(lambda: defaultdict(int))
+            for owner, counts in touches.items():
+                try:
+                    await self.peers.touch(owner, dict(counts))
+                except asyncio.CancelledError:
+                    raise
+                except (aiohttp.ClientError, OSError):
+                    pass  # owner restarting: hit counts are advisory
+
+
+async def _iter(chunks: list[bytes]) -> AsyncIterator[bytes]:
+    for c in chunks:
+        yield c
+
+
+async def _amain(args: argparse.Namespace) -> int:
+    cfg = load(args.config)
+    setup_logging(f"appliance-w{args.index}", cfg.log_level)
+    fds = [int(x) for x in args.fds.split(",") if x]
+    worker = Worker(cfg, args.index, args.workers, fds, args.root_pid, args.shutdown_grace)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await worker.start()
+    if args.ready_file:
+        await asyncio.to_thread(Path(args.ready_file).touch)
+    await stop.wait()
+    log.info("worker stopping", extra={"worker": args.index})
+    await worker.shutdown()
+    if worker.access_log is not None:
+        worker.access_log.flush()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="appliance.worker")
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--index", type=int, required=True)
+    ap.add_argument("--workers", type=int, required=True)
+    ap.add_argument("--fds", required=True)
+    ap.add_argument("--root-pid", type=int, default=os.getppid())
+    ap.add_argument("--shutdown-grace", type=float, default=30.0)
+    ap.add_argument("--ready-file", default="")
+    args = ap.parse_args(argv)
+    return uvloop.run(_amain(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

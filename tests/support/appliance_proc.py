@@ -1,0 +1,170 @@
+"""The appliance daemon (supervisor + workers) as a real subprocess, and the fault upstream."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from tests.support.procs import Proc, free_port, python_module
+
+
+@dataclass
+class Upstream:
+    base_url: str
+    root: Path
+    proc: Proc
+
+    def _post(self, path: str, body: dict[str, Any]) -> None:
+        req = urllib.request.Request(
+            self.base_url + path,
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        urllib.request.urlopen(req, timeout=5).read()
+
+    def fault(self, path: str, mode: str, arg: Any = None, once: bool = False) -> None:
+        self._post("/_mode", {"path": path, "mode": mode, "arg": arg, "once": once})
+
+    def reset(self) -> None:
+        self._post("/_reset", {})
+
+    def count(self, path: str) -> int:
+        q = urllib.parse.quote(path, safe="")
+        with urllib.request.urlopen(f"{self.base_url}/_count?path={q}", timeout=5) as r:
+            return int(json.loads(r.read())["count"])
+
+    def put(self, key: str, data: bytes) -> None:
+        f = self.root / key.lstrip("/")
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(data)
+
+
+@contextmanager
+def run_upstream(root: Path, log_dir: Path) -> Iterator[Upstream]:
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    p = Proc(
+        python_module("tests.support.upstream", "--root", str(root), "--port", str(port)),
+        log_dir / f"upstream-{port}.log",
+    ).start()
+    try:
+        p.wait_healthy(f"http://127.0.0.1:{port}/healthz")
+        yield Upstream(f"http://127.0.0.1:{port}", root, p)
+    finally:
+        p.stop()
+
+
+def appliance_toml(
+    var: Path,
+    port: int,
+    upstreams: list[str],
+    workers: int = 2,
+    disks: list[tuple[str, str]] | None = None,
+    token_keys: dict[str, str] | None = None,
+    extra: str = "",
+    fill: str = "",
+) -> str:
+    disks = disks or [(str(var / "disk0"), "64MiB")]
+    disk_tables = "".join(f'[[storage.disks]]\npath = "{p}"\nsize = "{s}"\n\n' for p, s in disks)
+    keys = "".join(f'{k} = "{v}"\n' for k, v in (token_keys or {}).items())
+    return f"""
+[server]
+listen = ["127.0.0.1:{port}"]
+workers = {workers}
+send_timeout = 10.0
+
+[admin]
+listen = "127.0.0.1:0"
+token = "test-admin-token"
+
+[fill]
+origins = {json.dumps(upstreams)}
+connect_timeout = 1.0
+first_byte_timeout = 3.0
+idle_timeout = 2.0
+negative_ttl = 1.0
+{fill}
+
+[storage]
+verify_checksums = true
+
+{disk_tables}
+[tokens]
+required = {"true" if token_keys else "false"}
+
+[tokens.keys]
+{keys}
+
+[runtime]
+run_dir = "{var / "run"}"
+
+{extra}
+"""
+
+
+@dataclass
+class Appliance:
+    base_url: str
+    port: int
+    config: Path
+    var: Path
+    proc: Proc
+
+    def worker_pids(self) -> list[int]:
+        return [c.pid for c in psutil.Process(self.proc.pid).children()]
+
+
+@contextmanager
+def run_appliance(var: Path, upstreams: list[str], **kw: Any) -> Iterator[Appliance]:
+    var.mkdir(parents=True, exist_ok=True)
+    port = kw.pop("port", None) or free_port()
+    cfg = var / "appliance.toml"
+    cfg.write_text(appliance_toml(var, port, upstreams, **kw))
+    app = start_appliance(cfg, var, port, kw.get("workers", 2))
+    try:
+        yield app
+    finally:
+        app.proc.stop()
+
+
+def start_appliance(cfg: Path, var: Path, port: int, workers: int) -> Appliance:
+    p = Proc(
+        python_module("appliance.cli", "serve", "-c", str(cfg), "--shutdown-grace", "5"),
+        var / f"appliance-{int(time.time() * 1000)}.log",
+    ).start()
+    base = f"http://127.0.0.1:{port}"
+    p.wait_healthy(base + "/healthz")
+    app = Appliance(base, port, cfg, var, p)
+    # all workers up: each has written its ready file
+    deadline = time.monotonic() + 20
+    run = var / "run"
+    while time.monotonic() < deadline:
+        if all((run / f"worker-{i}.ready").exists() for i in range(workers)):
+            break
+        time.sleep(0.05)
+    else:
+        raise RuntimeError("workers not ready:\n" + p.log_tail())
+    return app
+
+
+def kill_tree(app: Appliance) -> None:
+    """kill -9 the supervisor and every worker at once."""
+    pids = [app.proc.pid, *app.worker_pids()]
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    app.proc.proc.wait()
