@@ -9,7 +9,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -163,8 +163,6 @@ def kill_tree(app: Appliance) -> None:
     """kill -9 the supervisor and every worker at once."""
     pids = [app.proc.pid, *app.worker_pids()]
     for pid in pids:
-        try:
+        with suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     app.proc.proc.wait()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-
 from collections import Counter
 from pathlib import Path
 from typing import Any

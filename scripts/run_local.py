@@ -1,0 +1,143 @@
+"""``make run``: the whole system on loopback with embedded defaults, data under ./var.
+
+Generates a sample title on first run (real files can be dropped under
+``var/origin/media/v/{video_id}/`` instead), writes configs into ``var/`` when absent, starts the
+origin and one appliance in front of it, prints the playback URLs and stays in the foreground
+until Ctrl-C, then stops both by PID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from origin.sample import SampleError, make_sample
+
+ROOT = Path(__file__).resolve().parents[1]
+VAR = Path(os.environ.get("VODEDGE_VAR", ROOT / "var"))
+ORIGIN_PORT = int(os.environ.get("VODEDGE_ORIGIN_PORT", "8081"))
+APPLIANCE_PORT = int(os.environ.get("VODEDGE_APPLIANCE_PORT", "8080"))
+ADMIN_PORT = int(os.environ.get("VODEDGE_ADMIN_PORT", "8090"))
+
+ORIGIN_TOML = """# written by `make run`; edit freely, it is not overwritten
+[server]
+listen = ["127.0.0.1:{port}"]
+
+[media]
+root = "{root}"
+"""
+
+APPLIANCE_TOML = """# written by `make run`; keys: firmware-config/appliance.toml; not overwritten
+[server]
+listen = ["127.0.0.1:{port}"]
+workers = 2
+
+[admin]
+listen = "127.0.0.1:{admin}"
+token = "dev-admin-token"
+
+[fill]
+origins = ["http://127.0.0.1:{origin}"]
+
+[[storage.disks]]
+path = "{disk}"
+size = "2GB"
+
+[runtime]
+run_dir = "{run}"
+"""
+
+
+def _write_once(path: Path, text: str) -> Path:
+    if not path.exists():
+        path.write_text(text)
+    return path
+
+
+def _wait(url: str, proc: subprocess.Popen[bytes], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"run: {what} exited with code {proc.returncode} (see its log above)")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"run: {what} did not become healthy at {url} within {timeout:.0f}s")
+
+
+def main() -> int:
+    media = VAR / "origin" / "media"
+    media.mkdir(parents=True, exist_ok=True)
+    print("run: preparing the sample title (first run takes a few seconds)...", flush=True)
+    try:
+        sample = asyncio.run(make_sample(media))
+    except SampleError as e:
+        print(f"run: cannot make the sample title: {e}", file=sys.stderr)
+        return 1
+    origin_cfg = _write_once(VAR / "origin.toml", ORIGIN_TOML.format(port=ORIGIN_PORT, root=media))
+    appliance_cfg = _write_once(
+        VAR / "appliance.toml",
+        APPLIANCE_TOML.format(
+            port=APPLIANCE_PORT,
+            admin=ADMIN_PORT,
+            origin=ORIGIN_PORT,
+            disk=VAR / "appliance" / "disk0",
+            run=VAR / "appliance" / "run",
+        ),
+    )
+    py = sys.executable
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        origin = subprocess.Popen([py, "-m", "origin.cli", "serve", "-c", str(origin_cfg)])
+        procs.append(origin)
+        _wait(f"http://127.0.0.1:{ORIGIN_PORT}/healthz", origin, "origin")
+        appliance = subprocess.Popen([py, "-m", "appliance.cli", "serve", "-c", str(appliance_cfg)])
+        procs.append(appliance)
+        _wait(f"http://127.0.0.1:{APPLIANCE_PORT}/healthz", appliance, "appliance")
+        video = sample.directory.name
+        base = f"http://127.0.0.1:{APPLIANCE_PORT}/v/{video}"
+        print(
+            "\nvodedge is running (Ctrl-C stops it)\n"
+            f"  HLS master via the appliance:  {base}/master.m3u8\n"
+            f"  DASH manifest via the appliance: {base}/manifest.mpd\n"
+            f"  origin:   http://127.0.0.1:{ORIGIN_PORT}/v/{video}/master.m3u8\n"
+            f"  metrics:  http://127.0.0.1:{APPLIANCE_PORT}/metrics\n"
+            f"  data:     {VAR}\n",
+            flush=True,
+        )
+        stop = False
+
+        def on_signal(_s: int, _f: object) -> None:
+            nonlocal stop
+            stop = True
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        while not stop and all(p.poll() is None for p in procs):
+            time.sleep(0.2)
+        return 0
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in reversed(procs):
+            try:
+                p.wait(timeout=35)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,140 @@
+"""The miss path under upstream faults: nothing incomplete is stored; failover; timeouts."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.support.appliance_proc import Appliance, Upstream, run_appliance, run_upstream
+from tests.support.procs import free_port
+
+
+@pytest.fixture(scope="module")
+def second(module_tmp: Path) -> Iterator[Upstream]:
+    with run_upstream(module_tmp / "origin2", module_tmp) as u:
+        yield u
+
+
+@pytest.fixture(scope="module")
+def app(module_tmp: Path, upstream: Upstream, second: Upstream) -> Iterator[Appliance]:
+    with run_appliance(module_tmp / "app", [upstream.base_url, second.base_url], workers=2) as a:
+        yield a
+
+
+def get(app: Appliance, key: str) -> requests.Response:
+    return requests.get(app.base_url + key, timeout=15)
+
+
+def metric(app: Appliance, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in get(app, "/metrics").text.splitlines():
+        if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_truncated_body_is_not_stored_and_next_request_refetches(
+    app: Appliance, upstream: Upstream
+) -> None:
+    key = "/v/faults/r/seg-00001.m4s"
+    body = os.urandom(3 * 2**20)
+    upstream.put(key, body)
+    upstream.fault(key, "truncate", once=True)
+    with pytest.raises(requests.exceptions.RequestException):
+        r = get(app, key)
+        assert len(r.content) != len(body)  # pragma: no cover - requests raises first
+    r2 = get(app, key)
+    assert r2.status_code == 200 and r2.content == body
+    assert upstream.count(key) == 2
+
+
+def test_short_body_with_declared_length_is_not_stored(app: Appliance, upstream: Upstream) -> None:
+    key = "/v/faults/r/seg-00002.m4s"
+    body = os.urandom(700_000)
+    upstream.put(key, body)
+    upstream.fault(key, "short", once=True)
+    with pytest.raises(requests.exceptions.RequestException):
+        get(app, key)
+    assert get(app, key).content == body
+    assert upstream.count(key) == 2
+
+
+def test_5xx_fails_over_to_next_upstream(
+    app: Appliance, upstream: Upstream, second: Upstream
+) -> None:
+    key = "/v/faults/r/seg-00003.m4s"
+    body = os.urandom(100_000)
+    upstream.put(key, body)
+    second.put(key, body)
+    upstream.fault(key, "status", 503)
+    r = get(app, key)
+    assert r.status_code == 200 and r.content == body
+    assert upstream.count(key) == 1 and second.count(key) == 1
+
+
+def test_all_upstreams_failing_gives_502_and_nothing_stored(
+    app: Appliance, upstream: Upstream, second: Upstream
+) -> None:
+    key = "/v/faults/r/seg-00004.m4s"
+    body = os.urandom(1000)
+    upstream.put(key, body)
+    second.put(key, body)
+    upstream.fault(key, "status", 500)
+    second.fault(key, "status", 502)
+    assert get(app, key).status_code == 502
+    upstream.fault(key, "none")
+    second.fault(key, "none")
+    r = get(app, key)
+    assert r.status_code == 200 and r.content == body
+    assert upstream.count(key) == 2
+
+
+def test_first_byte_timeout_gives_504_and_is_counted(
+    app: Appliance, upstream: Upstream, second: Upstream
+) -> None:
+    key = "/v/faults/r/seg-00005.m4s"
+    upstream.put(key, b"x" * 1000)
+    second.put(key, b"x" * 1000)
+    upstream.fault(key, "delay", 3500)  # first_byte_timeout = 3 s in the test config
+    second.fault(key, "delay", 3500)
+    before = metric(app, "vodedge_timeouts_total", kind="upstream_first_byte")
+    r = get(app, key)
+    assert r.status_code == 504
+    assert metric(app, "vodedge_timeouts_total", kind="upstream_first_byte") >= before + 2
+
+
+def test_idle_timeout_mid_body_aborts_and_is_not_stored(
+    app: Appliance, upstream: Upstream, second: Upstream
+) -> None:
+    key = "/v/faults/r/seg-00006.m4s"
+    body = os.urandom(1_000_000)
+    upstream.put(key, body)
+    upstream.fault(key, "stall", once=True)  # idle_timeout = 2 s
+    with pytest.raises(requests.exceptions.RequestException):
+        get(app, key)
+    assert metric(app, "vodedge_timeouts_total", kind="upstream_idle") >= 1
+    assert get(app, key).content == body
+
+
+def test_connect_error_fails_over(module_tmp: Path, second: Upstream) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    key = "/v/faults/r/seg-00007.m4s"
+    second.put(key, b"y" * 5000)
+    with run_appliance(module_tmp / "app-dead", [dead, second.base_url], workers=1) as a:
+        r = get(a, key)
+        assert r.status_code == 200 and r.content == b"y" * 5000
+        assert metric(a, "vodedge_upstream_requests_total", result="connect_error") >= 1
+
+
+def test_missing_content_length_still_verified(app: Appliance, upstream: Upstream) -> None:
+    key = "/v/faults/r/seg-00008.m4s"
+    body = os.urandom(300_000)
+    upstream.put(key, body)
+    upstream.fault(key, "nolength")
+    r = get(app, key)
+    assert r.status_code == 200 and r.content == body
+    assert int(r.headers["Content-Length"]) == len(body)

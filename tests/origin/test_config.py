@@ -1,0 +1,96 @@
+"""Origin config files: what loads, and that every bad value names its key."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from origin import config
+from origin.cli import main
+from vodedge.configfile import ConfigError
+
+GOOD = """
+[server]
+listen = ["127.0.0.1:8081", "[::1]:8082"]
+
+[media]
+root = "/srv/media"
+
+[log]
+level = "DEBUG"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "origin.toml"
+    path.write_text(text)
+    return path
+
+
+def test_full_config_loads(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, GOOD))
+    assert cfg.server.listen == (("127.0.0.1", 8081), ("::1", 8082))
+    assert cfg.media.root == Path("/srv/media")
+    assert cfg.log.level == "debug"
+
+
+def test_empty_file_gives_the_defaults(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, ""))
+    assert cfg.server.listen == (("127.0.0.1", 8081),)
+    assert cfg.media.root == Path("./var/origin/media")
+    assert cfg.log.level == "info"
+
+
+def test_config_is_frozen(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, GOOD))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.media.root = Path("/elsewhere")  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[servr]\n", "servr: unknown key"),
+        ("[server]\nworkers = 2\n", "server.workers: unknown key"),
+        ('[server]\nlisten = "127.0.0.1:8081"\n', "server.listen:"),
+        ("[server]\nlisten = []\n", "server.listen:"),
+        ('[server]\nlisten = ["127.0.0.1:1", "nohost"]\n', "server.listen[1]:"),
+        ('[server]\nlisten = ["127.0.0.1:70000"]\n', "server.listen[0]:"),
+        ('[server]\nlisten = ["a:1", "a:1"]\n', "server.listen[1]: duplicate"),
+        ("[media]\nroot = 5\n", "media.root:"),
+        ('[media]\nroot = ""\n', "media.root:"),
+        ('[media]\npath = "/x"\n', "media.path: unknown key"),
+        ('[log]\nlevel = "loud"\n', "log.level:"),
+        ("server = 1\n", "server: expected a table"),
+        ("[server\n", "not valid TOML"),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        config.load(write(tmp_path, text))
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        config.load(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize("command", ["check-config", "serve"])
+def test_cli_bad_config_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    path = write(tmp_path, '[log]\nlevel = "loud"\n')
+    assert main([command, "-c", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1
+    assert "log.level" in err
+
+
+def test_cli_check_config_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = GOOD.replace("/srv/media", str(tmp_path))
+    assert main(["check-config", "-c", str(write(tmp_path, text))]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("ok:")
+    assert "127.0.0.1:8081" in out
