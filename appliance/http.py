@@ -68,6 +68,13 @@ class _HeadTooLarge(Exception):
     pass
 
 
+class _BodyTooLarge(Exception):
+    pass
+
+
+_MAX_BODY = 64 * 1024  # GET/HEAD/OPTIONS carry no meaningful body
+
+
 class GzipCache:
     """Compressed playlists by (key, etag); playlists are small and requested often."""
 
@@ -95,7 +102,7 @@ class HttpProtocol(asyncio.Protocol):
         self._url: list[bytes] = []
         self._headers: dict[str, str] = {}
         self._head_size = 0
-        self._cur_name = ""
+        self._body_size = 0
         self._queue: deque[Request] = deque()
         self._task: asyncio.Task[None] | None = None
         self._pinned: list[ObjectView] = []
@@ -177,7 +184,8 @@ class HttpProtocol(asyncio.Protocol):
     def _idle_timeout(self) -> None:
         self._idle = None
         if self._task is None and not self._queue and self.transport is not None:
-            self.w.timeout("client_keepalive")
+            self.w.timeout("client_idle")
+            self._closing = True
             self.transport.close()
 
     # -- parsing -------------------------------------------------------------------------
@@ -185,14 +193,15 @@ class HttpProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
+        # The idle timer keeps running until a whole request is in (on_message_complete):
+        # a client trickling a request head cannot hold the connection past keepalive_timeout.
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as e:
             if isinstance(e.__context__, _HeadTooLarge):
                 self._fail(431, "request head too large")
+            elif isinstance(e.__context__, _BodyTooLarge):
+                self._fail(413, "request body not accepted")
             else:
                 log.exception("parser callback failed")
                 self._fail(500, "internal error")
@@ -214,6 +223,12 @@ class HttpProtocol(asyncio.Protocol):
         self._url = []
         self._headers = {}
         self._head_size = 0
+        self._body_size = 0
+
+    def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
+        if self._body_size > _MAX_BODY:
+            raise _BodyTooLarge
 
     def on_url(self, url: bytes) -> None:
         self._head_size += len(url)
@@ -228,6 +243,9 @@ class HttpProtocol(asyncio.Protocol):
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_message_complete(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
         req = Request(
             self.parser.get_method(),
             b"".join(self._url),

@@ -272,3 +272,36 @@ def _recv_all(s: socket.socket) -> bytes:
             break
         chunks.append(b)
     return b"".join(chunks)
+
+
+def test_slow_request_head_is_cut_off(module_tmp: Path, upstream: Upstream) -> None:
+    with (
+        run_appliance(
+            module_tmp / "app-slow",
+            [upstream.base_url],
+            workers=1,
+            server="keepalive_timeout = 1.0\nmax_header_bytes = 2048",
+        ) as a,
+        socket.create_connection(("127.0.0.1", a.port), timeout=10) as s,
+    ):
+        t0 = time.monotonic()
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        for _ in range(10):  # trickle header lines, never finishing the head
+            time.sleep(0.3)
+            try:
+                s.sendall(b"X-A: b\r\n")
+            except OSError:
+                break
+        data = _recv_all(s)
+        assert data == b""  # closed without a response
+        assert time.monotonic() - t0 < 4.0
+
+
+def test_request_body_is_refused(app: Appliance) -> None:
+    with socket.create_connection(("127.0.0.1", app.port), timeout=5) as s:
+        s.sendall(
+            f"GET {SEG} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n".encode()
+            + b"z" * 100000
+        )
+        data = _recv_all(s)
+    assert data.startswith(b"HTTP/1.1 413")

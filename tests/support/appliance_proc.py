@@ -75,6 +75,7 @@ def appliance_toml(
     token_keys: dict[str, str] | None = None,
     extra: str = "",
     fill: str = "",
+    server: str = "",
 ) -> str:
     disks = disks or [(str(var / "disk0"), "64MiB")]
     disk_tables = "".join(f'[[storage.disks]]\npath = "{p}"\nsize = "{s}"\n\n' for p, s in disks)
@@ -84,6 +85,7 @@ def appliance_toml(
 listen = ["127.0.0.1:{port}"]
 workers = {workers}
 send_timeout = 10.0
+{server}
 
 [admin]
 listen = "127.0.0.1:0"
