@@ -99,6 +99,8 @@ class CacheManager:
         disk, pol = found
         now = time.time()
         size = len(c.body)
+        if c.key in pol:  # a refill (checksum failure, purge race): account it afresh
+            pol.on_remove(c.key)
         if not pol.admit(c.key, size, now):
             m.FILLS_STORED.labels("not_admitted").inc()
             return

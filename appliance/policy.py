@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-import xxhash
-
 _COUNTER_MAX = 15
 _HALVE = bytes(i >> 1 for i in range(256))
 
@@ -35,28 +33,36 @@ class FrequencySketch:
         return len(self._table)
 
     def hash(self, key: str) -> int:
-        return xxhash.xxh3_64_intdigest(key.encode("utf-8", "surrogateescape"), self._seed)
-
-    def _slots(self, h: int) -> tuple[int, int, int, int]:
-        lo = h & 0xFFFFFFFF
-        hi = (h >> 32) | 1
-        m = self._mask
-        w = self._width
-        return lo & m, ((lo + hi) & m) + w, ((lo + 2 * hi) & m) + 2 * w, ((lo + 3 * hi) & m) + 3 * w
+        return hash(key)
 
     def estimate(self, h: int) -> int:
         t = self._table
-        a, b, c, d = self._slots(h)
-        return min(t[a], t[b], t[c], t[d])
+        m = self._mask
+        w = self._width
+        lo = h & 0xFFFFFFFF
+        hi = (h >> 32) | 1
+        return min(
+            t[lo & m],
+            t[((lo + hi) & m) | w],
+            t[((lo + 2 * hi) & m) | (w << 1)],
+            t[((lo + 3 * hi) & m) | (3 * w)],
+        )
 
     def increment(self, h: int, count: int = 1) -> int:
         """Count ``count`` more requests of the key hashed to ``h``; returns the new estimate."""
         t = self._table
-        a, b, c, d = self._slots(h)
+        m = self._mask
+        w = self._width
+        lo = h & 0xFFFFFFFF
+        hi = (h >> 32) | 1
+        a = lo & m
+        b = ((lo + hi) & m) | w
+        c = ((lo + 2 * hi) & m) | (w << 1)
+        d = ((lo + 3 * hi) & m) | (3 * w)
         old = min(t[a], t[b], t[c], t[d])
-        new = min(_COUNTER_MAX, old + count)
-        if new == old:
+        if old >= _COUNTER_MAX:
             return old
+        new = old + count if old + count < _COUNTER_MAX else _COUNTER_MAX
         # Conservative update: raise only the counters below the new minimum.
         if t[a] < new:
             t[a] = new
