@@ -162,8 +162,9 @@ def test_eviction_keeps_use_under_budget_and_keeps_serving(
     tmp_path: Path, upstream: Upstream
 ) -> None:
     budget = 16 * 2**20
-    bodies = {f"/v/evict/r/seg-{i:05d}.m4s": os.urandom(1_000_000) for i in range(40)}
-    for k, b in bodies.items():
+    old = {f"/v/evict/old/seg-{i:05d}.m4s": os.urandom(1_000_000) for i in range(20)}
+    new = {f"/v/evict/new/seg-{i:05d}.m4s": os.urandom(1_000_000) for i in range(12)}
+    for k, b in {**old, **new}.items():
         upstream.put(k, b)
     with run_appliance(
         tmp_path / "app",
@@ -171,8 +172,12 @@ def test_eviction_keeps_use_under_budget_and_keeps_serving(
         workers=1,
         disks=[(str(tmp_path / "app" / "disk0"), "16MiB")],
     ) as app:
-        for _ in range(2):
-            for k, b in bodies.items():
+        for _ in range(2):  # fill the disk with the old title
+            for k, b in old.items():
+                r = get(app, k)
+                assert r.status_code == 200 and r.content == b
+        for _ in range(6):  # a new title becomes popular: it must displace the old one
+            for k, b in new.items():
                 r = get(app, k)
                 assert r.status_code == 200 and r.content == b
         deadline = time.monotonic() + 10
@@ -181,10 +186,11 @@ def test_eviction_keeps_use_under_budget_and_keeps_serving(
             time.sleep(0.2)
         assert metric(app, "vodedge_evictions_total") > 0
         assert 0 < metric(app, "vodedge_disk_object_bytes") <= budget
-        # LMDB file stays bounded too (freed pages are reused)
-        assert (tmp_path / "app" / "disk0" / "data.mdb").stat().st_size < 3 * budget
+        hits = sum(get(app, k).headers["Cache-Status"] == "vodedge; hit" for k in new)
+        assert hits >= len(new) - 2
     objects = stored_objects(tmp_path / "app" / "disk0")
     assert sum(m.length for m in objects.values()) <= budget
+    assert (tmp_path / "app" / "disk0" / "data.mdb").stat().st_size < 3 * budget
 
 
 def test_failed_disk_is_isolated(tmp_path: Path, upstream: Upstream) -> None:
