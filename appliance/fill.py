@@ -53,6 +53,15 @@ class FillAborted(FillError):
     pass
 
 
+def error_for_status(status: int, detail: str) -> FillError:
+    """The fill error a status relayed from another worker stands for."""
+    if status == 404:
+        return UpstreamNotFound(detail)
+    if status == 504:
+        return UpstreamTimeout(detail)
+    return FillError(detail)
+
+
 @dataclass(frozen=True, slots=True)
 class CompletedBody:
     """What a finished fill hands to the store callback."""
@@ -77,6 +86,7 @@ class Fill:
         self.error: FillError | None = None
         self.task: asyncio.Task[None] | None = None
         self.waiters = 0
+        self.outcome = "miss"  # how the first waiter's request was answered upstream of us
         self._changed = asyncio.Event()
 
     def _notify(self) -> None:

@@ -471,6 +471,7 @@ class HttpProtocol(asyncio.Protocol):
                 return
             self._write(head_bytes(res.facts, p, res.cache_status, cors, req.keep_alive))
             if req.method != b"HEAD" and res.body is not None:
+                first = True
                 async for piece in res.body:
                     if self.transport is None:
                         break
@@ -478,6 +479,11 @@ class HttpProtocol(asyncio.Protocol):
                     sent += len(piece)
                     if self._write_paused:
                         await self._wait_drain()
+                    elif first:
+                        # Let the other waiters of a collapsed fill send their heads and
+                        # first bytes before this one pushes the rest of its body.
+                        first = False
+                        await asyncio.sleep(0)
             elif res.body is not None:
                 await _aclose(res.body)
             self._finish(req, status, outcome, sent, key)

@@ -13,6 +13,7 @@ body: the requester raises :class:`~appliance.fill.FillAborted` and aborts its c
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ import aiohttp
 import msgpack
 from aiohttp import web
 
-from appliance.fill import FillAborted, FillError
+from appliance.fill import Fill, FillAborted, FillError, error_for_status
 from appliance.respond import Conditions, ObjectFacts, Plan, plan
 from vodedge.paths import PathError, parse_object_path
 
@@ -162,6 +163,59 @@ class PeerClient:
     async def close(self) -> None:
         for s in self._sessions.values():
             await s.close()
+
+
+class OwnerUnreachable(FillError):
+    """The owner's socket did not answer (it is restarting): the caller fills locally."""
+
+
+class PeerFills:
+    """This worker's misses on keys another worker owns, collapsed to one stream per key.
+
+    However many local requests want a cold key, the owner sees one ``/fill`` request from this
+    worker for the whole object; local waiters read it through a :class:`Fill` exactly as the
+    owner's waiters do, each from its own offset. This halves the owner's fan-out work when
+    many players ask at once.
+    """
+
+    def __init__(self, client: PeerClient) -> None:
+        self.client = client
+        self.fills: dict[str, Fill] = {}
+
+    def join(self, owner: int, key: str) -> tuple[Fill, bool]:
+        fill = self.fills.get(key)
+        if fill is not None:
+            fill.waiters += 1
+            return fill, True
+        fill = self.fills[key] = Fill(key)
+        fill.waiters = 1
+        fill.task = asyncio.create_task(self._relay(owner, fill), name=f"peer fill {key}")
+        return fill, False
+
+    async def _relay(self, owner: int, fill: Fill) -> None:
+        try:
+            res = await self.client.fill(owner, fill.key, Conditions())
+            if res.facts is None or res.body is None:
+                fill.finish(error_for_status(res.status, res.detail))
+                return
+            fill.outcome = res.outcome
+            fill.head.set_result(res.facts)
+            async for piece in res.body:
+                fill.append(bytes(piece))
+            fill.finish()
+        except asyncio.CancelledError:
+            fill.finish(FillAborted("peer fill cancelled"))
+            raise
+        except FillError as e:
+            fill.finish(e)
+        except (aiohttp.ClientError, OSError) as e:
+            if fill.head.done():
+                fill.finish(FillAborted(f"owner stream broke: {e}"))
+            else:
+                fill.finish(OwnerUnreachable(f"worker {owner}: {e}"))
+        finally:
+            if self.fills.get(fill.key) is fill:
+                del self.fills[fill.key]
 
 
 async def _relay(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes | memoryview]:

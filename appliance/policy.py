@@ -1,108 +1,29 @@
-"""Cache admission and eviction for one (worker, disk) shard: TinyLFU admission + aged LFU queues.
-
-Pure state, no I/O and no clock: the daemon passes ``now`` (wall-clock seconds, so that persisted
-``last_access`` values stay comparable across restarts) and acts on what the methods return.
-
-How the daemon drives it::
-
-    hit   -> on_hit(key, now)                     (may be batched: count > 1)
-    miss  -> admit(key, size, now)
-             True  -> fill, store, on_insert(key, size, now), then evict(now) and delete the
-                      returned keys from the disk
-             False -> the fill streams the object to every waiter but does not store it
-                      (no disk write, nothing to evict); a later miss asks again
-    purge -> on_remove(key)
-    start -> restore(key, size, export_state(key) as persisted with the object, now) for every
-             object on the disk, in any order
-
-The policy
-----------
-**Admission (TinyLFU at the door).** Every request (hit or miss) is counted in a
-:class:`FrequencySketch`. When storing a missed object would push the disk over its budget, the
-object is admitted only if it has been requested *more often recently* than every object that
-would be evicted to make room (at most 8 victims are examined; more means reject). A one-hit
-object has a count of 1 and so never displaces anything requested as often: a crawl, a
-deep-catalog binge or a scan of one-hit segments streams through without writing to the disk.
-(A sketch collision can overstate a new key by a count or two; it then displaces only objects as
-cold as that, never the popular set.) While the disk has free space everything is admitted.
-
-**Eviction (frequency classes, LRU inside a class, epoch aging).** A stored object sits in the
-class ``2 * epoch + floor(2 * log2(frequency))`` where ``frequency`` is its sketch count (1-15) at
-its last request and ``epoch`` counts the sketch's halvings. Eviction takes the least recently
-used object of the lowest non-empty class. Because the sketch halves every counter at each epoch
-and a class one epoch later is two classes higher, an object that stops being requested sinks
-below newer ones at the same rate its count decays: a new release that was hot last week does not
-squat on the disk. All operations are O(1) amortised: dict and OrderedDict operations, plus a
-pointer to the lowest class that only moves forward between insertions.
-
-Why this one
-------------
-Chosen by ``bench/policy_sim.py`` (synthetic VOD trace: titles of 6 s segments in six renditions,
-in-order viewing with early abandonment, Zipf-0.7 catalog, decaying new releases, one-hit tail;
-~0.9 M requests, 1.8 TB of distinct objects; cache sizes in % of those bytes)::
-
-    byte miss ratio          1 %     5 %    10 %   bytes stored per byte requested (5 %)
-    LRU                    0.975   0.871   0.788   0.87
-    this policy            0.898   0.782   0.707   0.08
-    S3-FIFO                0.904   0.795   0.716   0.79
-    W-TinyLFU (SLRU main)  0.906   0.802   0.721   0.80
-    LFU-DA                 0.968   0.840   0.759   0.84
-    GDSF                   0.968   0.867   0.779   0.87
-    LRU + 2nd-hit door     0.970   0.860   0.769   0.60
-    Belady (offline)       0.804   0.630   0.541   0.29
-    6 h popularity oracle  0.851   0.689   0.645   0.13
-
-- Byte misses: 10.3 % fewer than LRU at 5 % (7.9 % at 1 %, 10.3 % at 10 %), the best online
-  candidate at all three sizes with the default seed. With seeds 1-3 it saves 6.3-10.1 % at 5 %
-  (3.0-4.7 % at 1 %, 6.9-10.3 % at 10 %) and S3-FIFO is within about 1 % of it, ahead once:
-  the two are the front runners on misses.
-- Disk writes: it stores an object only once it has been asked for again, about a tenth of the
-  bytes that S3-FIFO, W-TinyLFU or LRU write (they store every miss and evict most of it unread).
-  On an SSD appliance filling at line rate that is the difference between wearing the drives out
-  in months and in years, and it leaves the fill bandwidth to objects that will be read. This
-  decides between it and S3-FIFO.
-- Robust: better than LRU at every size and seed tried; the gain is smallest at 1 %, where the
-  sketch is small and the few cached objects leave little to choose between.
-- Cost: ~250 bytes of heap per stored object (S3-FIFO ~160, LRU ~120) and ~5 us per request in
-  the simulator (LRU ~1 us, S3-FIFO ~2.5 us, W-TinyLFU ~6 us): the sketch update is most of it.
-- Rejected: GDSF optimises object hits (it keeps small objects: the best object miss ratio of
-  all, 0.81 at 5 %) and is barely better than LRU on bytes. LFU-DA stores every miss, and with a
-  door in front its aging made every newcomer outrank the old one-hit residents, so the door
-  barely filtered. A bare second-hit door in front of LRU keeps LRU's poor eviction.
-- The issue's target, 20 % fewer byte misses than LRU at 5 %, is not reached, by this or any
-  online candidate. The 6 h oracle, which knows how often each object will be requested in the
-  next six hours and skips objects that never come back, gets 21 %: the target needs
-  near-clairvoyant popularity, the gap to Belady is what no online policy can know (the exact
-  time of the next request). Belady is also not exactly optimal with mixed object sizes.
-
-Memory
-------
-- Per stored object: one OrderedDict entry plus a small slotted record (size, frequency, epoch,
-  last access): about 250 bytes of Python heap (measured by the simulator), on top of the key
-  string, which the daemon holds anyway.
-- Admission history: the sketch is ``4 * width`` bytes whatever the traffic, with ``width`` the
-  power of two at or above ``capacity / 1 MiB`` (clamped to 4 Ki..16 Mi), i.e. ~4 MiB per TiB of
-  budget and at most 64 MiB per shard. It holds no keys, so it is bounded no matter how many
-  distinct keys are requested. It is not persisted: after a restart it is re-seeded from the
-  restored objects' frequencies, so the popular objects keep their protection.
-
-Persisted state (``export_state``): ``(frequency, last_access)``, where frequency is the aged
-count (1-15) and last_access the ``now`` of the last request. :meth:`CachePolicy.restore` puts
-each object back in the class of that frequency, LRU order inside a class by ``last_access``.
-"""
-
 from __future__ import annotations
 
+import heapq
+import math
+import re
+from array import array
 from collections import OrderedDict
 
 COUNTER_MAX = 15
 """Sketch counters saturate here: past 15 recent requests an object is simply 'hot'."""
 
-_HALVE = bytes(i >> 1 for i in range(256))
+HALF_LIFE_S = 36 * 3600.0
+"""Request counts (per object and per group) halve every 36 h: long enough to learn a steady
+catalog, short enough for a release to lose its place within about a day of its peak."""
 
-# floor(2 * log2(f)) for f = 0..15: half-octave frequency levels (0 for f <= 1).
-_LEVEL = (0, 0, 2, 3, 4, 4, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7)
-_LEVELS_PER_EPOCH = 2  # a halving of every count moves an object down two levels
+GROUP_WEIGHT = 3.0
+"""Weight of the group estimate against the object's own count in an object's value."""
+
+ADMIT_MARGIN = 0.2
+"""Log2 margin a candidate's priority must beat the victims' by (x1.15): hysteresis, so that
+equally cold objects do not churn the disk."""
+
+_BUCKETS = 12  # segment-number buckets per group: 0, 1, 2-3, 4-7, ..., 1024+
+_SEGMENT_NO = re.compile(r"[^./]*?(\d+)(?:\.[^/]*)?")  # digits ending the stem
+_RENORMALISE = 32.0  # half-lives after which a group's scaled counts are rebased
+_HALVE = bytes(i >> 1 for i in range(256))
 
 
 class FrequencySketch:
@@ -183,18 +104,82 @@ class FrequencySketch:
             t[d] = new
 
 
-class _Entry:
-    __slots__ = ("epoch", "freq", "last", "size")
+def split_key(key: str) -> tuple[str, int]:
+    """``(group, segment number)`` of a cache key.
 
-    def __init__(self, size: int, freq: int, epoch: int, last: float) -> None:
+    The group is the path up to the last ``/`` (title and rendition: ``/v/{id}/{rendition}``),
+    the segment number the last run of digits of the file name (``seg-00042.m4s`` -> 42). A key
+    without both is a group of its own, segment 0.
+    """
+    slash = key.rfind("/")
+    if slash <= 0:
+        return key, 0
+    match = _SEGMENT_NO.fullmatch(key, slash + 1)
+    if match is None:
+        return key, 0
+    return key[:slash], int(match.group(1))
+
+
+def _bucket(segment: int) -> int:
+    return min(segment.bit_length(), _BUCKETS - 1)
+
+
+class _Group:
+    """Decayed request counts of one group per segment-number bucket.
+
+    Counts are kept *forward-decayed*: a request at ``t`` adds ``2 ** ((t - base) / H)``, so an
+    update touches one bucket, and the decayed count at ``now`` is the stored one times
+    ``2 ** (-(now - base) / H)``.
+    """
+
+    __slots__ = ("base", "counts", "top")
+
+    def __init__(self, base: float) -> None:
+        self.base = base
+        self.counts = array("d", bytes(8 * _BUCKETS))
+        self.top = 0
+        """Highest segment number seen: the end of the last bucket."""
+
+    def add(self, segment: int, count: float, when: float) -> None:
+        age = (when - self.base) / HALF_LIFE_S
+        if age > _RENORMALISE:
+            scale = math.exp2(-age)
+            counts = self.counts
+            for i in range(_BUCKETS):
+                counts[i] *= scale
+            self.base = when
+            age = 0.0
+        self.counts[_bucket(segment)] += count * math.exp2(age)
+        if segment > self.top:
+            self.top = segment
+
+    def per_object(self, segment: int, now: float) -> float:
+        """Decayed requests per object of the bucket holding ``segment``."""
+        b = _bucket(segment)
+        low = 0 if b == 0 else 1 << (b - 1)
+        high = 1 if b == 0 else min(1 << b, self.top + 1)
+        if b == _BUCKETS - 1:
+            high = self.top + 1
+        return self.counts[b] * math.exp2((self.base - now) / HALF_LIFE_S) / max(1, high - low)
+
+
+class _Entry:
+    __slots__ = ("group", "last", "own", "priority", "segment", "seq", "size")
+
+    def __init__(self, size: int, own: float, last: float, group: str, segment: int) -> None:
         self.size = size
-        self.freq = freq
-        self.epoch = epoch
+        self.own = own
+        """The object's own request count, decayed to ``last``."""
         self.last = last
+        self.group = group
+        self.segment = segment
+        self.priority = 0.0
+        self.seq = 0
+        """Matches the live heap item; older items of this key are skipped."""
 
 
 class CachePolicy:
-    """TinyLFU admission + aged frequency-class LRU eviction over a byte budget (see module)."""
+    """Group-aware value admission + lowest-value eviction over a byte budget (see module)."""
 
     MAX_VICTIMS = 8
     """Victims ``admit`` weighs against a candidate; needing more rejects it (bounds the work)."""
@@ -206,11 +191,14 @@ class CachePolicy:
         """Byte budget; may be lowered or raised at run time, the next evict() honours it."""
         width = sketch_width if sketch_width is not None else capacity >> 20
         self._sketch = FrequencySketch(min(max(width, 1 << 12), 1 << 24))
-        self._classes: dict[int, OrderedDict[str, _Entry]] = {}
-        self._class_of: dict[str, int] = {}
-        self._lowest = 0  # no non-empty class is below this
+        self.max_groups = max(4096, min(capacity >> 26, 1 << 17))
+        """Groups remembered (least recently requested dropped first): one per 64 MiB of budget,
+        4 Ki..128 Ki."""
+        self._groups: OrderedDict[str, _Group] = OrderedDict()
+        self._entries: dict[str, _Entry] = {}
+        self._heap: list[tuple[float, int, str]] = []  # (priority, seq, key); stale items skipped
+        self._seq = 0
         self._used = 0
-        self._pending: list[tuple[float, str, _Entry]] = []  # restored, not yet placed
 
     # ------------------------------------------------------------------ queries
 
@@ -223,126 +211,167 @@ class CachePolicy:
         return self._sketch.memory_bytes
 
     def __len__(self) -> int:
-        if self._pending:
-            self._place_restored()
-        return len(self._class_of)
+        return len(self._entries)
 
     def __contains__(self, key: object) -> bool:
-        if self._pending:
-            self._place_restored()
-        return key in self._class_of
+        return key in self._entries
 
     def export_state(self, key: str) -> tuple[int, float]:
-        """``(aged frequency, last access)`` of a stored object, to persist with it."""
-        if self._pending:
-            self._place_restored()
-        entry = self._classes[self._class_of[key]][key]
-        return max(1, entry.freq >> (self._sketch.epochs - entry.epoch)), entry.last
+        """``(own request count, last access)`` of a stored object, to persist with it."""
+        entry = self._entries[key]
+        return max(1, round(entry.own)), entry.last
+
+    def value(self, key: str, now: float) -> float:
+        """Estimated decayed requests per object of ``key`` at ``now`` (stored or not)."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            return self._value(entry.own, entry.last, entry.group, entry.segment, now)
+        group, segment = split_key(key)
+        return self._value(float(self._sketch.estimate(key)), now, group, segment, now)
 
     # ------------------------------------------------------------------ events
 
     def admit(self, key: str, size: int, now: float) -> bool:
         """Count this miss; True if the object should be stored (see the module docstring)."""
-        freq = self._sketch.increment(key)
+        own = self._sketch.increment(key)
+        group, segment = split_key(key)
+        self._count(group, segment, 1, now)
         if size > self.capacity:
             return False
         need = self._used + size - self.capacity
         if need <= 0:
             return True
-        if self._pending:
-            self._place_restored()
-        estimate = self._sketch.estimate
-        examined = 0
-        for cls in range(self._lowest, self._top_class() + 1):
-            for victim, entry in self._classes.get(cls, {}).items():
-                if estimate(victim) >= freq:
-                    return False
-                need -= entry.size
-                if need <= 0:
-                    return True
-                examined += 1
-                if examined >= self.MAX_VICTIMS:
-                    return False
-        return True
+        bar = self._priority(self._value(float(own), now, group, segment, now), now)
+        bar -= ADMIT_MARGIN
+        examined: list[tuple[str, _Entry]] = []
+        admitted = True
+        while need > 0:
+            lowest = self._pop_lowest(now, refresh=len(examined) < 4)
+            if lowest is None:
+                break
+            examined.append(lowest)
+            if lowest[1].priority >= bar or len(examined) > self.MAX_VICTIMS:
+                admitted = False
+                break
+            need -= lowest[1].size
+        for victim, entry in examined:
+            self._push(victim, entry)
+        return admitted
 
     def on_insert(self, key: str, size: int, now: float) -> None:
-        if self._pending:
-            self._place_restored()
         self.on_remove(key)
+        group, segment = split_key(key)
         # The miss was counted by admit(), however many other fills finished in between.
-        freq = max(1, self._sketch.estimate(key))
-        self._place(key, _Entry(size, freq, self._sketch.epochs, now))
+        entry = _Entry(size, float(self._sketch.estimate(key)), now, group, segment)
+        self._entries[key] = entry
         self._used += size
+        self._reprioritise(key, entry, now)
 
     def on_hit(self, key: str, now: float, count: int = 1) -> None:
-        if self._pending:
-            self._place_restored()
-        cls = self._class_of.get(key)
-        if cls is None:
+        self._sketch.increment(key, count)
+        entry = self._entries.get(key)
+        if entry is None:
             return
-        entry = self._classes[cls].pop(key)
-        entry.freq = self._sketch.increment(key, count)
-        entry.epoch = self._sketch.epochs
-        entry.last = now
-        self._place(key, entry)
+        self._count(entry.group, entry.segment, count, now)
+        if now > entry.last:  # batched hits may arrive late: never move last access back
+            entry.own *= math.exp2((entry.last - now) / HALF_LIFE_S)
+            entry.last = now
+        entry.own += count
+        self._reprioritise(key, entry, entry.last)
 
     def on_remove(self, key: str) -> None:
-        if self._pending:
-            self._place_restored()
-        cls = self._class_of.pop(key, None)
-        if cls is not None:
-            self._used -= self._classes[cls].pop(key).size
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._used -= entry.size
 
     def evict(self, now: float, target: int | None = None) -> list[str]:
         """Remove objects, least valuable first, until ``used <= min(target, capacity)``."""
-        if self._pending:
-            self._place_restored()
         limit = self.capacity if target is None else min(target, self.capacity)
         victims: list[str] = []
-        classes = self._classes
+        refreshes = 16
         while self._used > limit:
-            queue = classes.get(self._lowest)
-            if not queue:
-                classes.pop(self._lowest, None)
-                self._lowest += 1
-                continue
-            key, entry = queue.popitem(last=False)
-            del self._class_of[key]
+            lowest = self._pop_lowest(now, refresh=refreshes > 0)
+            if lowest is None:  # unreachable: used > 0 means a live heap item
+                break
+            refreshes -= 1
+            key, entry = lowest
+            del self._entries[key]
             self._used -= entry.size
             victims.append(key)
         return victims
 
     def restore(self, key: str, size: int, state: tuple[int, float], now: float) -> None:
         """Re-create a stored object after a restart from its exported state (any order)."""
-        freq, last = state
-        self._pending.append((last, key, _Entry(size, min(max(1, freq), COUNTER_MAX), 0, last)))
+        if key in self._entries:  # restored twice or already live: keep the first
+            return
+        own, last = state
+        own = min(max(1, own), COUNTER_MAX)
+        group, segment = split_key(key)
+        self._sketch.raise_to(key, own)
+        self._count(group, segment, own, last)
+        entry = _Entry(size, float(own), last, group, segment)
+        self._entries[key] = entry
         self._used += size
+        self._reprioritise(key, entry, last)
 
     # ------------------------------------------------------------------ internals
 
-    def _top_class(self) -> int:
-        return _LEVELS_PER_EPOCH * self._sketch.epochs + _LEVEL[COUNTER_MAX]
+    def _count(self, group: str, segment: int, count: float, when: float) -> None:
+        groups = self._groups
+        record = groups.get(group)
+        if record is None:
+            record = groups[group] = _Group(when)
+            if len(groups) > self.max_groups:
+                groups.popitem(last=False)
+        else:
+            groups.move_to_end(group)
+        record.add(segment, count, when)
 
-    def _place(self, key: str, entry: _Entry) -> None:
-        cls = _LEVELS_PER_EPOCH * entry.epoch + _LEVEL[entry.freq]
-        queue = self._classes.get(cls)
-        if queue is None:
-            queue = self._classes[cls] = OrderedDict()
-        queue[key] = entry
-        self._class_of[key] = cls
-        if cls < self._lowest:
-            self._lowest = cls
+    def _value(self, own: float, last: float, group: str, segment: int, now: float) -> float:
+        if now > last:
+            own *= math.exp2((last - now) / HALF_LIFE_S)
+        record = self._groups.get(group)
+        shared = record.per_object(segment, now) if record is not None else 0.0
+        return (own + GROUP_WEIGHT * shared) / (1.0 + GROUP_WEIGHT)
 
-    def _place_restored(self) -> None:
-        """Place the restored objects in LRU order of their last access; seed the sketch."""
-        pending = self._pending
-        self._pending = []
-        pending.sort(key=lambda item: item[0])
-        epoch = self._sketch.epochs
-        for _, key, entry in pending:
-            if key in self._class_of:  # restored twice: keep the first, fix the byte count
-                self._used -= entry.size
+    @staticmethod
+    def _priority(value: float, now: float) -> float:
+        # log2 of the value forward-decayed to time 0: comparable across objects and times.
+        return math.log2(max(value, 1e-6)) + now / HALF_LIFE_S
+
+    def _reprioritise(self, key: str, entry: _Entry, now: float) -> None:
+        value = self._value(entry.own, entry.last, entry.group, entry.segment, now)
+        entry.priority = self._priority(value, now)
+        self._push(key, entry)
+
+    def _push(self, key: str, entry: _Entry) -> None:
+        self._seq += 1
+        entry.seq = self._seq
+        heap = self._heap
+        heapq.heappush(heap, (entry.priority, self._seq, key))
+        if len(heap) > 2 * len(self._entries) + 1024:  # drop stale items: amortised O(1)
+            self._heap = [(e.priority, e.seq, k) for k, e in self._entries.items()]
+            heapq.heapify(self._heap)
+
+    def _pop_lowest(self, now: float, *, refresh: bool) -> tuple[str, _Entry] | None:
+        """Pop the live object of lowest priority. With ``refresh``, an object whose group has
+        gained requests since its priority was set is re-queued at its current priority first
+        (its value can only have risen): a segment of a title that is being watched again."""
+        heap = self._heap
+        entries = self._entries
+        while heap:
+            priority, seq, key = heapq.heappop(heap)
+            entry = entries.get(key)
+            if entry is None or entry.seq != seq:
                 continue
-            self._sketch.raise_to(key, entry.freq)
-            entry.epoch = epoch
-            self._place(key, entry)
+            if refresh:
+                current = self._priority(
+                    self._value(entry.own, entry.last, entry.group, entry.segment, now), now
+                )
+                if current > priority + 0.1:
+                    refresh = False
+                    entry.priority = current
+                    self._push(key, entry)
+                    continue
+            return key, entry
+        return None

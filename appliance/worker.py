@@ -32,9 +32,16 @@ from appliance import metrics as m
 from appliance.accesslog import AccessLog
 from appliance.cache import CacheManager, owner_of
 from appliance.config import ApplianceConfig, load
-from appliance.fill import Filler, FillError
+from appliance.fill import Fill, Filler, FillError
 from appliance.http import GzipCache, HttpProtocol
-from appliance.peer import MissResult, PeerClient, make_peer_app, socket_path
+from appliance.peer import (
+    MissResult,
+    OwnerUnreachable,
+    PeerClient,
+    PeerFills,
+    make_peer_app,
+    socket_path,
+)
 from appliance.respond import Conditions, ObjectFacts, plan
 from appliance.store import ObjectView, Store
 from vodedge.logs import setup_logging
@@ -77,6 +84,7 @@ class Worker:
         self._session: aiohttp.ClientSession | None = None
         self.filler: Filler | None = None
         self.peers = PeerClient(cfg.run_dir, cfg.fill.first_byte_timeout)
+        self.peer_fills = PeerFills(self.peers)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -178,11 +186,10 @@ class Worker:
         owner = owner_of(key, self.nworkers)
         if owner == self.index:
             return await self.local_miss(key, cond)
+        fill, joined = self.peer_fills.join(owner, key)
         try:
-            return await self.peers.fill(owner, key, cond)
-        except asyncio.CancelledError:
-            raise
-        except (aiohttp.ClientError, OSError) as e:
+            return await self._from_fill(fill, joined, cond)
+        except OwnerUnreachable as e:
             # The owner is restarting: fill here rather than fail the player.
             log.warning(
                 "owner unreachable; filling locally", extra={"owner": owner, "error": str(e)}
@@ -200,14 +207,20 @@ class Worker:
                     return res
                 m.CHECKSUM_FAILURES.labels(str(view.disk.path)).inc()
                 await self.cache.drop(view.disk, key, view.meta.object_id)
-        fill, collapsed = self.filler.join(key)
+        fill, joined = self.filler.join(key)
+        return await self._from_fill(fill, joined, cond)
+
+    @staticmethod
+    async def _from_fill(fill: Fill, joined: bool, cond: Conditions) -> MissResult:
         try:
             facts = await fill.wait_head()
+        except OwnerUnreachable:
+            raise
         except FillError as e:
             return MissResult(e.status, "error", detail=str(e))
         p = plan(facts, cond)
         body = fill.body(p.start, p.end) if p.status in (200, 206) else None
-        return MissResult(p.status, "collapsed" if collapsed else "miss", facts, p, body)
+        return MissResult(p.status, "collapsed" if joined else fill.outcome, facts, p, body)
 
     def _from_store(self, view: ObjectView, cond: Conditions) -> MissResult | None:
         """A miss that found the object stored meanwhile (a race with the commit)."""
