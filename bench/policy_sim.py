@@ -2,8 +2,8 @@
 
 Usage (from the repo root)::
 
-    .venv/bin/python bench/policy_sim.py            # ~0.9 M requests, every candidate: ~70 s
-    .venv/bin/python bench/policy_sim.py --quick    # ~0.3 M requests: ~20 s
+    .venv/bin/python bench/policy_sim.py            # ~0.9 M requests, every candidate: ~50 s
+    .venv/bin/python bench/policy_sim.py --quick    # ~0.35 M requests: ~15 s
     .venv/bin/python bench/policy_sim.py --json var/policy_sim.json
     .venv/bin/python bench/policy_sim.py --policies S3-FIFO --sizes 5 --seed 3
 
