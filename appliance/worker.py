@@ -145,6 +145,9 @@ class Worker:
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        own = self._touches.pop(self.index, None)
+        if own:
+            self._touch_from_peer(own)
         await self.cache.flush_stats()
         self._flush_metrics()
         if self._peer_runner is not None:
@@ -171,11 +174,8 @@ class Worker:
         m.TIMEOUTS.labels(kind).inc()
 
     def record_hit(self, key: str) -> None:
-        owner = owner_of(key, self.nworkers)
-        if owner == self.index:
-            self.cache.hit(key)
-        else:
-            self._touches[owner][key] += 1
+        """Count a hit; the owner's policy gets the counts in a batch once a second."""
+        self._touches[owner_of(key, self.nworkers)][key] += 1
 
     def checksum_failure(self, view: ObjectView) -> None:
         m.CHECKSUM_FAILURES.labels(str(view.disk.path)).inc()
@@ -273,6 +273,9 @@ class Worker:
                 self.access_log.flush()
             touches, self._touches = self._touches, defaultdict(lambda: defaultdict(int))
             for owner, counts in touches.items():
+                if owner == self.index:
+                    self._touch_from_peer(counts)
+                    continue
                 try:
                     await self.peers.touch(owner, dict(counts))
                 except asyncio.CancelledError:
