@@ -28,8 +28,8 @@ import httptools
 
 from appliance.fill import FillError
 from appliance.respond import (
+    NO_CONDITIONS,
     Conditions,
-    ObjectFacts,
     Plan,
     head_bytes,
     plan,
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("appliance.http")
 
 _MAX_QUEUE = 16
+_PATH_CACHE_MAX = 65536  # validated object paths per worker
 _GZIP_CACHE_MAX = 512
 _ALLOW = "Allow: GET, HEAD, OPTIONS\r\n"
 
@@ -324,11 +325,17 @@ class HttpProtocol(asyncio.Protocol):
         if not path.startswith(("/v/", "/t/")):
             self._control(req, path)
             return
-        try:
-            obj = parse_object_path(path)
-        except PathError as e:
-            self._simple(req, 400, f"bad object path: {e}\n".encode(), path=path)
-            return
+        paths = self.w.path_cache
+        obj = paths.get(path)
+        if obj is None:
+            try:
+                obj = parse_object_path(path)
+            except PathError as e:
+                self._simple(req, 400, f"bad object path: {e}\n".encode(), path=path)
+                return
+            if len(paths) >= _PATH_CACHE_MAX:
+                paths.clear()
+            paths[path] = obj
         tokens = self.w.tokens
         if tokens.required:
             verdict = (
@@ -340,8 +347,11 @@ class HttpProtocol(asyncio.Protocol):
                 self._simple(req, 403, f"token {verdict.value}\n".encode(), path=obj.key)
                 return
         h = req.headers
-        cond = Conditions(
-            h.get("range"), h.get("if-range"), h.get("if-none-match"), h.get("if-modified-since")
+        rng, inm, ims = h.get("range"), h.get("if-none-match"), h.get("if-modified-since")
+        cond = (
+            NO_CONDITIONS
+            if rng is None and inm is None and ims is None
+            else Conditions(rng, h.get("if-range"), inm, ims)
         )
         if cond.range is not None:
             try:
@@ -368,36 +378,59 @@ class HttpProtocol(asyncio.Protocol):
 
     @staticmethod
     def _wants_gzip(req: Request, key: str, p: Plan, cond: Conditions) -> bool:
-        return (
-            p.status == 200
-            and cond.range is None
-            and is_playlist(key)
-            and "gzip" in req.headers.get("accept-encoding", "")
-        )
+        return p.status == 200 and cond.range is None and is_playlist(key) and _accepts_gzip(req)
 
     def _serve_hit(self, req: Request, view: ObjectView, cond: Conditions) -> bool:
         """Answer from the store; False (view released) when the object must be refilled."""
         meta = view.meta
-        facts = ObjectFacts(
-            meta.length,
-            meta.content_type,
-            meta.etag,
-            meta.last_modified,
-            meta.cache_control,
-            meta.stored_at,
-        )
-        p = plan(facts, cond)
+        verify = self.w.cfg.storage.verify_checksums
         head_only = req.method == b"HEAD"
-        cors = self.w.cfg.server.cors_allow_origin
+        if cond is NO_CONDITIONS and not (is_playlist(view.key) and _accepts_gzip(req)):
+            # The common case: a whole-object GET; its head is rendered once per object.
+            status = 200
+            chunks = [] if meta.length == 0 else view.read_verified(0, meta.nchunks - 1, verify)
+            if chunks is None:
+                self.w.checksum_failure(view)
+                view.release()
+                return False
+            head = self.w.hit_heads.full(meta, meta.object_id, req.keep_alive, time.time())
+        else:
+            got = self._partial_hit(req, view, cond, verify)
+            if got is None:
+                return False
+            status, head, chunks = got
+        transport = self.transport
+        assert transport is not None
+        nbytes = 0
+        if head_only or not chunks:
+            transport.write(head)
+            view.release()
+        else:
+            transport.writelines([head, *chunks])
+            nbytes = sum(len(c) for c in chunks)
+            if transport.get_write_buffer_size():
+                self._pinned.append(view)
+            else:
+                view.release()
+        self.w.record_hit(view.key)
+        self._finish(req, status, "hit", nbytes, view.key)
+        return True
+
+    def _partial_hit(
+        self, req: Request, view: ObjectView, cond: Conditions, verify: bool
+    ) -> tuple[int, bytes, list[memoryview]] | None:
+        """Range, conditional or gzip'd hits: (status, head, body pieces) or None to refill."""
+        meta = view.meta
+        p = plan(meta, cond)
         chunks: list[memoryview] = []
         if p.status in (200, 206) and p.body_length > 0:
             cs = meta.chunk_size
             first, last = p.start // cs, p.end // cs
-            got = view.read_verified(first, last, self.w.cfg.storage.verify_checksums)
+            got = view.read_verified(first, last, verify)
             if got is None:
                 self.w.checksum_failure(view)
                 view.release()
-                return False
+                return None
             chunks = got
             off = p.start - first * cs
             end_excl = p.end - last * cs + 1
@@ -413,24 +446,17 @@ class HttpProtocol(asyncio.Protocol):
             chunks = [memoryview(gz)]
             encoding, etag, body_length = "gzip", gzip_etag(meta.etag), len(gz)
         head = head_bytes(
-            facts, p, "vodedge; hit", cors, req.keep_alive, None, encoding, etag, body_length
+            meta,
+            p,
+            "vodedge; hit",
+            self.w.cfg.server.cors_allow_origin,
+            req.keep_alive,
+            None,
+            encoding,
+            etag,
+            body_length,
         )
-        transport = self.transport
-        assert transport is not None
-        nbytes = 0
-        if head_only or not chunks:
-            transport.write(head)
-            view.release()
-        else:
-            transport.writelines([head, *chunks])
-            nbytes = sum(len(c) for c in chunks)
-            if transport.get_write_buffer_size():
-                self._pinned.append(view)
-            else:
-                view.release()
-        self.w.record_hit(view.key)
-        self._finish(req, p.status, "hit", nbytes, view.key)
-        return True
+        return p.status, head, chunks
 
     # -- miss ----------------------------------------------------------------------------
 
@@ -517,6 +543,10 @@ class HttpProtocol(asyncio.Protocol):
             await self._drain
         finally:
             self._drain = None
+
+
+def _accepts_gzip(req: Request) -> bool:
+    return "gzip" in req.headers.get("accept-encoding", "")
 
 
 def gzip_etag(etag: str) -> str:

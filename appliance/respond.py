@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Final
 
 from vodedge.httpspec import (
     UNSATISFIABLE,
@@ -62,6 +63,10 @@ class Conditions:
     if_range: str | None = None
     if_none_match: str | None = None
     if_modified_since: str | None = None
+
+
+NO_CONDITIONS: Final = Conditions()
+"""Shared by every request without Range or conditional headers (checked by identity)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,15 +140,38 @@ def head_bytes(
 ) -> bytes:
     """Render the response head for an object response."""
     t = time.time() if now is None else now
+    rest = head_rest(
+        facts, p, cache_status, cors_origin, keep_alive, content_encoding, etag, body_length
+    )
+    return head_start(p.status, t, facts.stored_at) + rest
+
+
+def head_start(status: int, now: float, stored_at: float) -> bytes:
+    """Status line, Date and Age: the only parts of a hit's head that change over time."""
+    return (
+        f"HTTP/1.1 {status} {REASONS[status]}\r\n"
+        f"Date: {_dates.get(now)}\r\n"
+        f"Age: {max(0, int(now - stored_at))}\r\n"
+    ).encode("latin-1")
+
+
+def head_rest(
+    facts: ObjectFacts,
+    p: Plan,
+    cache_status: str,
+    cors_origin: str,
+    keep_alive: bool,
+    content_encoding: str | None = None,
+    etag: str | None = None,
+    body_length: int | None = None,
+) -> bytes:
+    """Everything after Age: fixed for a given object, plan and connection kind."""
     status = p.status
     blen = p.body_length if body_length is None else body_length
     lines = [
-        f"HTTP/1.1 {status} {REASONS[status]}\r\n"
-        f"Date: {_dates.get(t)}\r\n"
         f"ETag: {etag or facts.etag}\r\n"
         f"Last-Modified: {_last_modified(facts.last_modified)}\r\n"
         f"Cache-Control: {facts.cache_control}\r\n"
-        f"Age: {max(0, int(t - facts.stored_at))}\r\n"
         f"Accept-Ranges: bytes\r\n"
         f"Cache-Status: {cache_status}\r\n"
     ]
@@ -161,6 +189,28 @@ def head_bytes(
         lines.append("Connection: close\r\n")
     lines.append("\r\n")
     return "".join(lines).encode("latin-1")
+
+
+class HitHeads:
+    """Heads of plain full hits (200, no Range, no conditionals, identity), rendered once per
+    stored object and connection kind; only the status line, Date and Age are formatted per
+    request."""
+
+    def __init__(self, cors_origin: str, max_entries: int = 65536) -> None:
+        self._cors = cors_origin
+        self._max = max_entries
+        self._rest: dict[tuple[bytes, bool], bytes] = {}
+
+    def full(self, facts: ObjectFacts, object_id: bytes, keep_alive: bool, now: float) -> bytes:
+        k = (object_id, keep_alive)
+        rest = self._rest.get(k)
+        if rest is None:
+            if len(self._rest) >= self._max:
+                self._rest.clear()
+            rest = self._rest[k] = head_rest(
+                facts, Plan(200, 0, facts.length - 1), "vodedge; hit", self._cors, keep_alive
+            )
+        return head_start(200, now, facts.stored_at) + rest
 
 
 _CORS_CACHE: dict[str, str] = {}

@@ -39,6 +39,7 @@ import msgpack
 import xxhash
 
 from appliance.config import DiskConfig, StorageConfig
+from appliance.respond import ObjectFacts
 
 log = logging.getLogger("appliance.store")
 T = TypeVar("T")
@@ -60,13 +61,9 @@ def checksum(data: bytes | memoryview) -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class ObjectMeta:
-    length: int
-    content_type: str
-    etag: str
-    last_modified: float
-    cache_control: str
-    stored_at: float
+class ObjectMeta(ObjectFacts):
+    """A stored object's facts (what responses need) plus its layout on disk."""
+
     chunk_size: int
     checksums: tuple[int, ...]
     object_id: bytes
@@ -282,9 +279,13 @@ class Disk:
 class Store:
     """All disks; placement, zero-copy reads in the loop, writes on writer threads."""
 
-    def __init__(self, cfg: StorageConfig) -> None:
+    def __init__(self, cfg: StorageConfig, meta_cache_size: int = 65536) -> None:
         self.cfg = cfg
         self.disks = [Disk(i, d, cfg.sync) for i, d in enumerate(cfg.disks)]
+        # Decoded meta records by key, valid while the raw record is byte-identical: a hit
+        # compares ~150 bytes instead of decoding msgpack and building the dataclass.
+        self._meta_cache: dict[str, tuple[bytes, ObjectMeta]] = {}
+        self._meta_cache_size = meta_cache_size
 
     def open(self) -> None:
         for d in self.disks:
@@ -317,7 +318,14 @@ class Store:
                 if raw is None:
                     txn.abort()
                     return None
-                meta = ObjectMeta.decode(raw)
+                cached = self._meta_cache.get(key)
+                if cached is not None and cached[0] == raw:
+                    meta = cached[1]
+                else:
+                    meta = ObjectMeta.decode(raw)
+                    if len(self._meta_cache) >= self._meta_cache_size:
+                        self._meta_cache.clear()
+                    self._meta_cache[key] = (bytes(raw), meta)
             except BaseException:
                 txn.abort()
                 raise

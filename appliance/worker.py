@@ -42,9 +42,10 @@ from appliance.peer import (
     make_peer_app,
     socket_path,
 )
-from appliance.respond import Conditions, ObjectFacts, plan
+from appliance.respond import Conditions, HitHeads, plan
 from appliance.store import ObjectView, Store
 from vodedge.logs import setup_logging
+from vodedge.paths import ObjectPath
 
 log = logging.getLogger("appliance.worker")
 
@@ -72,6 +73,8 @@ class Worker:
         self.counters = m.HotCounters()
         self.access_log = AccessLog(index) if cfg.server.access_log else None
         self.gzip_cache = GzipCache()
+        self.hit_heads = HitHeads(cfg.server.cors_allow_origin)
+        self.path_cache: dict[str, ObjectPath] = {}
         self.protocols: set[HttpProtocol] = set()
         self.started = time.time()
         self.draining = False
@@ -225,14 +228,7 @@ class Worker:
     def _from_store(self, view: ObjectView, cond: Conditions) -> MissResult | None:
         """A miss that found the object stored meanwhile (a race with the commit)."""
         meta = view.meta
-        facts = ObjectFacts(
-            meta.length,
-            meta.content_type,
-            meta.etag,
-            meta.last_modified,
-            meta.cache_control,
-            meta.stored_at,
-        )
+        facts = meta
         p = plan(facts, cond)
         chunks: list[bytes] = []
         if p.status in (200, 206) and p.body_length > 0:
