@@ -104,7 +104,9 @@ class Worker:
         sock_path = socket_path(self.cfg.run_dir, self.index)
         with contextlib.suppress(FileNotFoundError):
             sock_path.unlink()
-        await web.UnixSite(self._peer_runner, str(sock_path)).start()
+        # A burst of cold keys opens many peer connections at once: the default backlog (128)
+        # overflowed with 4 workers and sent misses down the "owner unreachable" path.
+        await web.UnixSite(self._peer_runner, str(sock_path), backlog=4096).start()
         for fd in self.listen_fds:
             sock = socket.socket(fileno=fd)
             sock.setblocking(False)

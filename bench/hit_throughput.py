@@ -230,7 +230,7 @@ def measure_clean(t: Target, s: Settings, wrk: str, size: str, round_no: int) ->
         if r.other <= s.max_other or attempt == s.retries:
             return r
         print(
-            f"  {size:>6} round {round_no} {t.name:<9} other jobs took {100 * r.other:.0f} % "
+            f"  {size:>6} round {round_no} {t.name:<18} other jobs took {100 * r.other:.0f} % "
             "of the cores: measuring again",
             flush=True,
         )
@@ -409,7 +409,7 @@ def run(s: Settings, keep: bool) -> dict[str, Any]:
                         r = measure_clean(t, s, wrk, size, round_no)
                         runs.append(r)
                         print(
-                            f"  {size:>6} round {round_no} {t.name:<9} {r.req_per_s:>9,.0f} req/s"
+                            f"  {size:>6} round {round_no} {t.name:<18} {r.req_per_s:>9,.0f} req/s"
                             f"  {r.cpu_s_per_gb:6.2f} CPU-s/GB  {r.gbit_per_s:5.1f} Gbit/s",
                             flush=True,
                         )
