@@ -29,14 +29,6 @@ def get(app: Appliance, key: str) -> requests.Response:
     return requests.get(app.base_url + key, timeout=15)
 
 
-def metric(app: Appliance, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in get(app, "/metrics").text.splitlines():
-        if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 def test_truncated_body_is_not_stored_and_next_request_refetches(
     app: Appliance, upstream: Upstream
 ) -> None:
@@ -101,10 +93,10 @@ def test_first_byte_timeout_gives_504_and_is_counted(
     second.put(key, b"x" * 1000)
     upstream.fault(key, "delay", 3500)  # first_byte_timeout = 3 s in the test config
     second.fault(key, "delay", 3500)
-    before = metric(app, "vodedge_timeouts_total", kind="upstream_first_byte")
+    before = app.metric("vodedge_timeouts_total", kind="upstream_first_byte")
     r = get(app, key)
     assert r.status_code == 504
-    assert metric(app, "vodedge_timeouts_total", kind="upstream_first_byte") >= before + 2
+    assert app.metric("vodedge_timeouts_total", kind="upstream_first_byte") >= before + 2
 
 
 def test_idle_timeout_mid_body_aborts_and_is_not_stored(
@@ -116,7 +108,7 @@ def test_idle_timeout_mid_body_aborts_and_is_not_stored(
     upstream.fault(key, "stall", once=True)  # idle_timeout = 2 s
     with pytest.raises(requests.exceptions.RequestException):
         get(app, key)
-    assert metric(app, "vodedge_timeouts_total", kind="upstream_idle") >= 1
+    assert app.metric("vodedge_timeouts_total", kind="upstream_idle") >= 1
     assert get(app, key).content == body
 
 
@@ -127,7 +119,7 @@ def test_connect_error_fails_over(module_tmp: Path, second: Upstream) -> None:
     with run_appliance(module_tmp / "app-dead", [dead, second.base_url], workers=1) as a:
         r = get(a, key)
         assert r.status_code == 200 and r.content == b"y" * 5000
-        assert metric(a, "vodedge_upstream_requests_total", result="connect_error") >= 1
+        assert a.metric("vodedge_upstream_requests_total", result="connect_error") >= 1
 
 
 def test_missing_content_length_still_verified(app: Appliance, upstream: Upstream) -> None:

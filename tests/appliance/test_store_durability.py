@@ -30,14 +30,6 @@ def get(app: Appliance, key: str, **kw: str) -> requests.Response:
     return requests.get(app.base_url + key, headers=kw, timeout=15)
 
 
-def metric(app: Appliance, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in get(app, "/metrics").text.splitlines():
-        if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 def stored_objects(disk: Path) -> dict[str, ObjectMeta]:
     """Open the LMDB environment directly and check every object is whole and checksummed."""
     env = lmdb.open(str(disk), max_dbs=4, readonly=True, lock=False)
@@ -149,7 +141,7 @@ def test_flipped_byte_is_detected_refetched_never_served(
             r = get(app, key, **({"Range": rng} if rng else {}))
             want = body if rng is None else body[1048576:1048701]
             assert r.content == want
-        assert metric(app, "vodedge_checksum_failures_total") >= 1
+        assert app.metric("vodedge_checksum_failures_total") >= 1
         assert upstream.count(key) >= 2
         deadline = time.monotonic() + 5
         while get(app, key).headers["Cache-Status"] != "vodedge; hit":
@@ -181,11 +173,11 @@ def test_eviction_keeps_use_under_budget_and_keeps_serving(
                 r = get(app, k)
                 assert r.status_code == 200 and r.content == b
         deadline = time.monotonic() + 10
-        while metric(app, "vodedge_disk_object_bytes") > budget:
+        while app.metric("vodedge_disk_object_bytes") > budget:
             assert time.monotonic() < deadline, "eviction did not bring use under budget"
             time.sleep(0.2)
-        assert metric(app, "vodedge_evictions_total") > 0
-        assert 0 < metric(app, "vodedge_disk_object_bytes") <= budget
+        assert app.metric("vodedge_evictions_total") > 0
+        assert 0 < app.metric("vodedge_disk_object_bytes") <= budget
         hits = sum(get(app, k).headers["Cache-Status"] == "vodedge; hit" for k in new)
         assert hits >= len(new) - 2
     objects = stored_objects(tmp_path / "app" / "disk0")
@@ -210,8 +202,8 @@ def test_failed_disk_is_isolated(tmp_path: Path, upstream: Upstream) -> None:
         for k, b in keys.items():
             assert get(app, k).content == b
         time.sleep(1.5)  # metrics are folded once a second
-        assert metric(app, "vodedge_disk_up", disk=str(bad)) == 0
-        assert metric(app, "vodedge_disk_up", disk=str(good)) == 1
+        assert app.metric("vodedge_disk_up", disk=str(bad)) == 0
+        assert app.metric("vodedge_disk_up", disk=str(good)) == 1
         deadline = time.monotonic() + 5
         for k, b in keys.items():
             while (r := get(app, k)).headers["Cache-Status"] != "vodedge; hit":
