@@ -31,7 +31,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import lmdb
@@ -379,7 +378,3 @@ def new_meta(
         checksums=tuple(checksum(c) for c in body_chunks),
         object_id=os.urandom(8),
     )
-
-
-def disk_dirs_exist(paths: Iterable[Path]) -> list[Path]:
-    return [p for p in paths if p.exists()]
