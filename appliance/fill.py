@@ -85,7 +85,6 @@ class Fill:
         self.done = False
         self.error: FillError | None = None
         self.task: asyncio.Task[None] | None = None
-        self.waiters = 0
         self.outcome = "miss"  # how the first waiter's request was answered upstream of us
         self._changed = asyncio.Event()
 
@@ -191,16 +190,13 @@ class Filler:
         self.via = via
         self.fills: dict[str, Fill] = {}
         self.negative = NegativeCache(cfg.negative_ttl)
-        self.upstream_fetches = 0  # for tests and status
 
     def join(self, key: str) -> tuple[Fill, bool]:
         """The fill for ``key``, starting one if none runs; second value: collapsed."""
         fill = self.fills.get(key)
         if fill is not None:
-            fill.waiters += 1
             return fill, True
         fill = Fill(key)
-        fill.waiters = 1
         self.fills[key] = fill
         if key in self.negative:
             fill.finish(UpstreamNotFound("cached 404"))
@@ -235,7 +231,6 @@ class Filler:
         for base in cfg.upstreams:
             url = base + fill.key
             t0 = time.monotonic()
-            self.upstream_fetches += 1
             try:
                 async with asyncio.timeout(cfg.first_byte_timeout):
                     resp = await self.session.get(

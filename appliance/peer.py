@@ -121,9 +121,8 @@ def make_peer_app(local_miss: LocalMiss, touch: TouchSink) -> web.Application:
 class PeerClient:
     """Talks to the other workers' sockets."""
 
-    def __init__(self, run_dir: Path, first_byte_timeout: float) -> None:
+    def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
-        self.first_byte_timeout = first_byte_timeout
         self._sessions: dict[int, aiohttp.ClientSession] = {}
 
     def _session(self, index: int) -> aiohttp.ClientSession:
@@ -185,10 +184,8 @@ class PeerFills:
     def join(self, owner: int, key: str) -> tuple[Fill, bool]:
         fill = self.fills.get(key)
         if fill is not None:
-            fill.waiters += 1
             return fill, True
         fill = self.fills[key] = Fill(key)
-        fill.waiters = 1
         fill.task = asyncio.create_task(self._relay(owner, fill), name=f"peer fill {key}")
         return fill, False
 

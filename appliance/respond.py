@@ -15,7 +15,6 @@ from typing import Final
 from vodedge.httpspec import (
     UNSATISFIABLE,
     ByteRange,
-    RangeError,
     http_date,
     if_range_matches,
     not_modified,
@@ -92,9 +91,6 @@ def plan(facts: ObjectFacts, cond: Conditions) -> Plan:
         if isinstance(r, ByteRange):
             return Plan(206, r.start, r.end)
     return Plan(200, 0, length - 1)
-
-
-__all__ = ["Conditions", "ObjectFacts", "Plan", "RangeError", "head_bytes", "plan"]
 
 
 class DateCache:

@@ -335,13 +335,6 @@ class Store:
             return None  # unreadable meta: treat as a miss; the refill replaces it
         return ObjectView(disk, key, txn, meta)
 
-    def contains(self, key: str) -> bool:
-        v = self.open_view(key)
-        if v is None:
-            return False
-        v.release()
-        return True
-
     async def put(self, key: str, meta: ObjectMeta, chunks: list[bytes]) -> Disk:
         disk = self.disk_for(key)
         if disk is None:

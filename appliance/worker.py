@@ -76,7 +76,6 @@ class Worker:
         self.hit_heads = HitHeads(cfg.server.cors_allow_origin)
         self.path_cache: dict[str, ObjectPath] = {}
         self.protocols: set[HttpProtocol] = set()
-        self.started = time.time()
         self.draining = False
         self._touches: defaultdict[int, defaultdict[str, int]] = defaultdict(
             lambda: defaultdict(int)
@@ -86,7 +85,7 @@ class Worker:
         self._peer_runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self.filler: Filler | None = None
-        self.peers = PeerClient(cfg.run_dir, cfg.fill.first_byte_timeout)
+        self.peers = PeerClient(cfg.run_dir)
         self.peer_fills = PeerFills(self.peers)
 
     # -- lifecycle -----------------------------------------------------------------------

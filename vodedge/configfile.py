@@ -49,9 +49,6 @@ class Section:
     def key(self, k: builtins.str) -> builtins.str:
         return f"{self._name}.{k}" if self._name else k
 
-    def has(self, k: builtins.str) -> builtins.bool:
-        return k in self._data
-
     def _get(self, k: builtins.str, default: Any) -> Any:
         self._used.add(k)
         return self._data.get(k, default)
