@@ -24,6 +24,7 @@ from appliance import metrics as m
 from appliance.fill import CompletedBody
 from appliance.policy import CachePolicy
 from appliance.store import Disk, DiskFailed, Store, StoreError, new_meta, split_chunks
+from appliance.titles import TitleIndex
 
 log = logging.getLogger("appliance.cache")
 
@@ -55,6 +56,9 @@ class CacheManager:
         self.policies: dict[int, CachePolicy] = {
             d.index: CachePolicy(max(1, d.cfg.size // nworkers)) for d in store.disks
         }
+        self.titles = TitleIndex()
+        for pol in self.policies.values():
+            pol.listener = self.titles.change
         self._dirty: defaultdict[int, set[str]] = defaultdict(set)
         self._evict_wanted = asyncio.Event()
 
@@ -101,7 +105,8 @@ class CacheManager:
         size = len(c.body)
         if c.key in pol:  # a refill (checksum failure, purge race): account it afresh
             pol.on_remove(c.key)
-        if not pol.admit(c.key, size, now):
+        admitted = pol.admit(c.key, size, now)  # counts the miss even for a forced admit
+        if not admitted and not (c.force_admit and size <= pol.capacity):
             m.FILLS_STORED.labels("not_admitted").inc()
             return
         chunks = split_chunks(c.body, self.chunk_size)
@@ -146,6 +151,39 @@ class CacheManager:
             await self.store.delete(disk, [key], expect_id=object_id)
         except (DiskFailed, StoreError) as e:
             log.warning("drop failed", extra={"key": key, "error": str(e)})
+
+    async def purge(self, keys: list[str], prefixes: list[str]) -> tuple[int, int]:
+        """Remove the owned objects named by ``keys`` or under ``prefixes``.
+
+        Returns (objects, bytes). A prefix is a cursor walk over that key range on each disk,
+        so the cost grows with what is purged, not with what is stored.
+        """
+        by_disk: defaultdict[int, list[str]] = defaultdict(list)
+        for key in keys:
+            if self.owns(key):
+                disk = self.store.disk_for(key)
+                if disk is not None:
+                    by_disk[disk.index].append(key)
+        for prefix in prefixes:
+            for disk in self.store.disks:
+                if disk.healthy:
+                    found = await asyncio.to_thread(disk.keys_with_prefix, prefix)
+                    by_disk[disk.index].extend(k for k in found if self.owns(k))
+        objects = nbytes = 0
+        for index, found_keys in by_disk.items():
+            disk = self.store.disks[index]
+            pol = self.policies[index]
+            unique = sorted(set(found_keys))
+            for key in unique:
+                nbytes += pol.size_of(key)
+                pol.on_remove(key)
+            for i in range(0, len(unique), self.evict_batch):
+                try:
+                    objects += await self.store.delete(disk, unique[i : i + self.evict_batch])
+                except (DiskFailed, StoreError) as e:
+                    log.warning("purge failed", extra={"disk": str(disk.path), "error": str(e)})
+                    break
+        return objects, nbytes
 
     # -- background tasks ----------------------------------------------------------------
 

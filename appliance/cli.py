@@ -6,6 +6,8 @@ Exit codes: 0 ok, 2 bad config or usage (one line on stderr naming the key).
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -27,7 +29,12 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=helptext)
         p.add_argument("-c", "--config", required=True, type=Path)
     sp = sub.choices["serve"]
-    sp.add_argument("--shutdown-grace", type=float, default=30.0)
+    sp.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=None,
+        help="override server.shutdown_timeout (seconds)",
+    )
     args = ap.parse_args(argv)
     try:
         cfg = load(args.config)
@@ -44,9 +51,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  tokens: {'required' if cfg.tokens.required else 'optional'}")
         return 0
     setup_logging("appliance", cfg.log_level)
-    from appliance.supervisor import Supervisor
+    metrics_dir = prepare_metrics_dir(cfg.run_dir)
+    from appliance.supervisor import Supervisor  # imports prometheus_client: after the env var
 
-    return Supervisor(cfg, args.config.resolve(), args.shutdown_grace).run()
+    return Supervisor(cfg, args.config.resolve(), metrics_dir, args.shutdown_grace).run()
+
+
+def prepare_metrics_dir(run_dir: Path) -> Path:
+    """A fresh multiprocess metrics folder, named in the environment before prometheus_client
+    is imported (it picks its storage at import) and inherited by every worker."""
+    mdir = run_dir / "metrics"
+    shutil.rmtree(mdir, ignore_errors=True)
+    mdir.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(mdir)
+    return mdir
 
 
 if __name__ == "__main__":

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import hashlib
+import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,8 @@ class ServerConfig:
     """Seconds a client may accept no bytes before it is disconnected."""
     access_log: bool = True
     cors_allow_origin: str = "*"
+    shutdown_timeout: float = 30.0
+    """Seconds SIGTERM waits for in-flight responses before closing what is left."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +81,32 @@ class StorageConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PrefillConfig:
+    default_rate: int = 50 * 10**6
+    """Bytes/s for a job that names no ``rate_bytes_per_s``."""
+    max_rate: int = 0
+    """Ceiling on any job's rate (0 = none); a job asking for more runs at this rate."""
+    default_concurrency: int = 4
+    max_concurrency: int = 16
+    pause_at_player_fills: int = 32
+    """A worker starts no prefill fetch while it has this many player fills in flight."""
+    window: tuple[int, int] | None = None
+    """Fill window as minutes after local midnight [start, end); None = always."""
+
+
+@dataclass(frozen=True, slots=True)
+class ControlPlaneConfig:
+    url: str | None = None
+    """Control plane base URL; None disables the heartbeat."""
+    appliance_id: str = ""
+    credential: str = ""
+    interval: float = 5.0
+    timeout: float = 3.0
+    public_url: str = ""
+    site: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class TokenConfig:
     required: bool
     keys: dict[str, bytes] = field(default_factory=dict)
@@ -89,10 +119,19 @@ class ApplianceConfig:
     fill: FillConfig
     storage: StorageConfig
     tokens: TokenConfig
+    prefill: PrefillConfig = field(default_factory=PrefillConfig)
+    control_plane: ControlPlaneConfig = field(default_factory=ControlPlaneConfig)
     log_level: str = "info"
     run_dir: Path = Path("var/run")
-    """Where worker-to-worker sockets and multiprocess metric files live."""
-    source: Path | None = None
+    """Where worker-to-worker sockets and multiprocess metric files live (may be tmpfs)."""
+    state_dir: Path = Path("var/state")
+    """What must survive a restart: prefill jobs, drain flag, control-plane overlay."""
+    base_dir: Path = field(default_factory=Path.cwd)
+    """Relative paths in the file are resolved against this (the config file's folder)."""
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    """The parsed TOML this was built from (reload merges at this level)."""
+    overlay: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    """What the control plane sent last (see :func:`apply_overlay`)."""
     digest: str = ""
 
 
@@ -115,26 +154,41 @@ def _secret(v: str) -> bytes:
 
 
 def load(path: str | Path) -> ApplianceConfig:
-    raw_bytes = Path(path).read_bytes() if Path(path).is_file() else b""
-    root = Section(read_toml(path))
-    cfg = from_section(root, source=Path(path))
-    digest = hashlib.sha256(raw_bytes).hexdigest()[:16]
-    return ApplianceConfig(
-        server=cfg.server,
-        admin=cfg.admin,
-        fill=cfg.fill,
-        storage=cfg.storage,
-        tokens=cfg.tokens,
-        log_level=cfg.log_level,
-        run_dir=cfg.run_dir,
-        source=cfg.source,
-        digest=digest,
+    """Read and validate a config file."""
+    p = Path(path)
+    return from_raw(read_toml(p), p.resolve().parent)
+
+
+def from_raw(
+    raw: dict[str, Any], base: Path, overlay: dict[str, Any] | None = None
+) -> ApplianceConfig:
+    """Validate a parsed config; ``overlay`` is what the control plane sent (token keys, fill
+    window), applied on top of the file's values."""
+    cfg = _from_section(Section(copy.deepcopy(raw)), base)
+    if overlay:
+        cfg = apply_overlay(cfg, overlay)
+    digest = hashlib.sha256(
+        json.dumps([raw, overlay or {}], sort_keys=True, default=str).encode()
+    ).hexdigest()[:16]
+    return replace(cfg, raw=raw, overlay=dict(overlay or {}), digest=digest)
+
+
+def write_snapshot(path: Path, cfg: ApplianceConfig) -> None:
+    """The running config for the workers: a worker (re)started later runs exactly this, even
+    if the file on disk has since been edited or broken."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(
+        json.dumps({"base": str(cfg.base_dir), "raw": cfg.raw, "overlay": cfg.overlay}, default=str)
     )
+    os.replace(tmp, path)
 
 
-def from_section(root: Section, source: Path | None = None) -> ApplianceConfig:
-    base = source.parent if source else Path.cwd()
+def load_snapshot(path: Path) -> ApplianceConfig:
+    snap = json.loads(path.read_text())
+    return from_raw(snap["raw"], Path(snap["base"]), snap["overlay"])
 
+
+def _from_section(root: Section, base: Path) -> ApplianceConfig:
     s = root.section("server")
     workers = s.int("workers", 0, minimum=0)
     server = ServerConfig(
@@ -145,6 +199,7 @@ def from_section(root: Section, source: Path | None = None) -> ApplianceConfig:
         send_timeout=s.float("send_timeout", 60.0, minimum=0.1),
         access_log=s.bool("access_log", True),
         cors_allow_origin=s.str("cors_allow_origin", "*"),
+        shutdown_timeout=s.float("shutdown_timeout", 30.0, minimum=0.0),
     )
     s.finish()
 
@@ -154,6 +209,10 @@ def from_section(root: Section, source: Path | None = None) -> ApplianceConfig:
         listen=a.convert("listen", admin_listen, parse_listen) if admin_listen else None,
         token=a.str("token", ""),
     )
+    if admin.listen is not None and len(admin.token) < 16:
+        raise ConfigError(
+            "admin.token: at least 16 characters are required when admin.listen is set"
+        )
     a.finish()
 
     f = root.section("fill")
@@ -222,11 +281,154 @@ def from_section(root: Section, source: Path | None = None) -> ApplianceConfig:
         raise ConfigError(f"log.level: expected debug/info/warning/error, got {level!r}")
     lg.finish()
 
+    pf = root.section("prefill")
+    window_s = pf.str("window", "")
+    prefill = PrefillConfig(
+        default_rate=pf.size("default_rate", "50MB"),
+        max_rate=pf.size("max_rate", 0),
+        default_concurrency=pf.int("default_concurrency", 4, minimum=1),
+        max_concurrency=pf.int("max_concurrency", 16, minimum=1),
+        pause_at_player_fills=pf.int("pause_at_player_fills", 32, minimum=1),
+        window=pf.convert("window", window_s, parse_window) if window_s else None,
+    )
+    pf.finish()
+
+    cp = root.section("control_plane")
+    cp_url = cp.str("url", "")
+    control_plane = ControlPlaneConfig(
+        url=cp.convert("url", cp_url, parse_base_url) if cp_url else None,
+        appliance_id=cp.str("appliance_id", ""),
+        credential=cp.str("credential", ""),
+        interval=cp.float("interval", 5.0, minimum=0.1),
+        timeout=cp.float("timeout", 3.0, minimum=0.1),
+        public_url=cp.str("public_url", ""),
+        site=cp.str("site", ""),
+    )
+    if control_plane.url and not control_plane.appliance_id:
+        raise ConfigError("control_plane.appliance_id: required when control_plane.url is set")
+    cp.finish()
+
     rt = root.section("runtime")
-    run_dir_s = rt.str("run_dir", "")
-    run_dir = Path(run_dir_s) if run_dir_s else disks[0].path.parent / "run"
-    if not run_dir.is_absolute():
-        run_dir = (base / run_dir).resolve()
+    run_dir = _dir(rt.str("run_dir", ""), disks[0].path.parent / "run", base)
+    state_dir = _dir(rt.str("state_dir", ""), disks[0].path.parent / "state", base)
     rt.finish()
     root.finish()
-    return ApplianceConfig(server, admin, fill, storage, tokens, level, run_dir, source)
+    return ApplianceConfig(
+        server=server,
+        admin=admin,
+        fill=fill,
+        storage=storage,
+        tokens=tokens,
+        prefill=prefill,
+        control_plane=control_plane,
+        log_level=level,
+        run_dir=run_dir,
+        state_dir=state_dir,
+        base_dir=base,
+    )
+
+
+def _dir(value: str, default: Path, base: Path) -> Path:
+    p = Path(value) if value else default
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+def parse_window(value: str) -> tuple[int, int]:
+    """``"02:00-14:00"`` -> (120, 840): minutes after local midnight; may wrap past midnight."""
+    try:
+        a, b = value.split("-")
+        start, end = (_minutes(x) for x in (a, b))
+    except ValueError:
+        raise ValueError(f"expected 'HH:MM-HH:MM', got {value!r}") from None
+    if start == end:
+        raise ValueError("an empty window: start equals end")
+    return start, end
+
+
+def _minutes(hhmm: str) -> int:
+    h, m = hhmm.strip().split(":")
+    hi, mi = int(h), int(m)
+    if not (0 <= hi <= 24 and 0 <= mi < 60 and hi * 60 + mi <= 1440):
+        raise ValueError(hhmm)
+    return hi * 60 + mi
+
+
+def apply_overlay(cfg: ApplianceConfig, overlay: dict[str, Any]) -> ApplianceConfig:
+    """Apply what the control plane sent: ``token_keys`` {kid: secret} are added to (and win
+    over) the file's keys; ``fill_window`` "HH:MM-HH:MM" (or "" for always) replaces
+    ``prefill.window``. Raises ConfigError on a bad value."""
+    tokens, prefill = cfg.tokens, cfg.prefill
+    keys = overlay.get("token_keys")
+    if keys is not None:
+        if not isinstance(keys, dict):
+            raise ConfigError("control plane token_keys: expected an object")
+        merged = dict(cfg.tokens.keys)
+        for kid, secret in keys.items():
+            if not isinstance(kid, str) or not kid or "." in kid or "/" in kid:
+                raise ConfigError(f"control plane token_keys: bad kid {kid!r}")
+            if not isinstance(secret, str):
+                raise ConfigError(f"control plane token_keys.{kid}: expected a string")
+            try:
+                merged[kid] = _secret(secret)
+            except ValueError as e:
+                raise ConfigError(f"control plane token_keys.{kid}: {e}") from None
+        tokens = replace(tokens, keys=merged)
+    window = overlay.get("fill_window")
+    if window is not None:
+        if not isinstance(window, str):
+            raise ConfigError("control plane fill_window: expected 'HH:MM-HH:MM' or ''")
+        try:
+            prefill = replace(prefill, window=parse_window(window) if window else None)
+        except ValueError as e:
+            raise ConfigError(f"control plane fill_window: {e}") from None
+    return replace(cfg, tokens=tokens, prefill=prefill)
+
+
+RESTART_ONLY = ("server", "storage", "runtime", "admin.listen")
+"""Keys a reload cannot change (sockets, worker count, disks, paths): they need a restart."""
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, name + "."))
+        else:
+            out[name] = v
+    return out
+
+
+def _restart_only(key: str) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in RESTART_ONLY)
+
+
+def merge_reload(
+    running: dict[str, Any], new: dict[str, Any]
+) -> tuple[dict[str, Any], list[str], list[str]]:
+    """What a reload applies: the new file, except restart-only keys keep their running values.
+
+    Returns (effective raw config, keys changed live, changed keys that need a restart).
+    """
+    old_flat, new_flat = _flatten(running), _flatten(new)
+    changed = sorted(
+        k for k in old_flat.keys() | new_flat.keys() if old_flat.get(k) != new_flat.get(k)
+    )
+    live = [k for k in changed if not _restart_only(k)]
+    restart = [k for k in changed if _restart_only(k)]
+    effective = copy.deepcopy(new)
+    for path in RESTART_ONLY:
+        head, _, leaf = path.partition(".")
+        if not leaf:
+            if head in running:
+                effective[head] = copy.deepcopy(running[head])
+            else:
+                effective.pop(head, None)
+            continue
+        src = running.get(head, {})
+        dst = effective.setdefault(head, {})
+        if leaf in src:
+            dst[leaf] = copy.deepcopy(src[leaf])
+        else:
+            dst.pop(leaf, None)
+    return effective, live, restart

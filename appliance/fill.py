@@ -31,6 +31,7 @@ import xxhash
 
 from appliance import metrics as m
 from appliance.config import FillConfig
+from appliance.ratelimit import SharedRate
 from appliance.respond import ObjectFacts
 from vodedge.httpspec import IMMUTABLE_CACHE_CONTROL, content_type_for, parse_http_date
 
@@ -69,6 +70,16 @@ class CompletedBody:
     key: str
     facts: ObjectFacts
     body: bytes
+    force_admit: bool = False
+    """A prefill asked for it: placement already decided, so admission must not refuse it."""
+
+
+@dataclass(frozen=True, slots=True)
+class PrefillTag:
+    """A prefill job's request to fill a key: whose it is and the job's shared byte rate."""
+
+    job: str
+    limiter: SharedRate | None
 
 
 StoreCallback = Callable[[CompletedBody], Awaitable[None]]
@@ -86,6 +97,14 @@ class Fill:
         self.error: FillError | None = None
         self.task: asyncio.Task[None] | None = None
         self.outcome = "miss"  # how the first waiter's request was answered upstream of us
+        self.players = 0
+        """Player requests that joined; a fill with none is a background prefill."""
+        self.prefill_jobs: set[str] = set()
+        self.force_admit = False
+        self.limiter: SharedRate | None = None
+        """The prefill job's rate; dropped as soon as a player joins (players never wait)."""
+        self.store = True
+        """False once purged while in flight: waiters are served, nothing is committed."""
         self._changed = asyncio.Event()
 
     def _notify(self) -> None:
@@ -191,10 +210,15 @@ class Filler:
         self.fills: dict[str, Fill] = {}
         self.negative = NegativeCache(cfg.negative_ttl)
 
-    def join(self, key: str) -> tuple[Fill, bool]:
-        """The fill for ``key``, starting one if none runs; second value: collapsed."""
+    def join(self, key: str, prefill: PrefillTag | None = None) -> tuple[Fill, bool]:
+        """The fill for ``key``, starting one if none runs; second value: collapsed.
+
+        ``prefill`` marks a prefill job's request (rate-limited, admitted without the
+        admission test); without it the caller is a player.
+        """
         fill = self.fills.get(key)
         if fill is not None:
+            _enlist(fill, prefill)
             return fill, True
         fill = Fill(key)
         self.fills[key] = fill
@@ -202,14 +226,37 @@ class Filler:
             fill.finish(UpstreamNotFound("cached 404"))
             del self.fills[key]
             return fill, False
+        if prefill is not None:
+            fill.limiter = prefill.limiter
+        _enlist(fill, prefill)
         fill.task = asyncio.create_task(self._run(fill), name=f"fill {key}")
         return fill, False
+
+    @property
+    def player_fills(self) -> int:
+        """Fills in flight that a player is waiting for."""
+        return sum(1 for f in self.fills.values() if f.players)
+
+    def cancel_prefill(self, job: str) -> int:
+        """Stop the fills of ``job`` that no player has joined; returns how many."""
+        n = 0
+        for f in list(self.fills.values()):
+            if job in f.prefill_jobs and not f.players and f.task is not None:
+                f.task.cancel()
+                n += 1
+        return n
+
+    def forget(self, keys: set[str], prefixes: tuple[str, ...]) -> None:
+        """A purge: fills in flight for these keys still serve their waiters but store nothing."""
+        for key, f in self.fills.items():
+            if key in keys or key.startswith(prefixes):
+                f.store = False
 
     async def _run(self, fill: Fill) -> None:
         m.FILLS_IN_FLIGHT.inc()
         try:
             completed = await self._fetch(fill)
-            if completed is not None:
+            if completed is not None and fill.store:
                 await self.on_complete(completed)
         except asyncio.CancelledError:
             fill.finish(FillAborted("fill cancelled"))
@@ -311,6 +358,11 @@ class Filler:
                 m.FILL_BYTES.inc(len(data))
                 if fill.received > cfg.max_object_size:
                     raise FillAborted("object exceeds fill.max_object_size")
+                limiter = fill.limiter
+                if limiter is not None:
+                    delay = limiter.reserve(len(data))
+                    if delay:
+                        await asyncio.sleep(delay)
         except aiohttp.SocketTimeoutError:
             m.TIMEOUTS.labels("upstream_idle").inc()
             m.UPSTREAM_REQUESTS.labels(base, "timeout_idle").inc()
@@ -333,4 +385,13 @@ class Filler:
         m.UPSTREAM_REQUESTS.labels(base, "ok").inc()
         m.UPSTREAM_SECONDS.labels("ok").observe(time.monotonic() - t0)
         fill.finish()
-        return CompletedBody(fill.key, fill.head.result(), body)
+        return CompletedBody(fill.key, fill.head.result(), body, fill.force_admit)
+
+
+def _enlist(fill: Fill, prefill: PrefillTag | None) -> None:
+    if prefill is None:
+        fill.players += 1
+        fill.limiter = None
+    else:
+        fill.prefill_jobs.add(prefill.job)
+        fill.force_admit = True

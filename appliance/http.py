@@ -346,6 +346,7 @@ class HttpProtocol(asyncio.Protocol):
             if verdict is not TokenVerdict.OK:
                 self._simple(req, 403, f"token {verdict.value}\n".encode(), path=obj.key)
                 return
+        self.w.title_requests[obj.video_id] += 1
         h = req.headers
         rng, inm, ims = h.get("range"), h.get("if-none-match"), h.get("if-modified-since")
         cond = (

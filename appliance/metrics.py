@@ -67,6 +67,12 @@ DISK_OBJECT_BYTES = Gauge(
     ["disk"],
     multiprocess_mode="livesum",
 )
+DISK_OBJECTS = Gauge(
+    f"{NS}_disk_objects",
+    "Objects stored on a disk (sum over owning workers).",
+    ["disk"],
+    multiprocess_mode="livesum",
+)
 DISK_FILE_BYTES = Gauge(
     f"{NS}_disk_lmdb_bytes",
     "Bytes of the LMDB data file in use.",

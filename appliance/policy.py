@@ -5,6 +5,7 @@ import math
 import re
 from array import array
 from collections import OrderedDict
+from collections.abc import Callable
 
 COUNTER_MAX = 15
 """Sketch counters saturate here: past 15 recent requests an object is simply 'hot'."""
@@ -199,6 +200,8 @@ class CachePolicy:
         self._heap: list[tuple[float, int, str]] = []  # (priority, seq, key); stale items skipped
         self._seq = 0
         self._used = 0
+        self.listener: Callable[[str, int, int], None] | None = None
+        """Told (key, size, +1) when an object enters and (key, size, -1) when it leaves."""
 
     # ------------------------------------------------------------------ queries
 
@@ -215,6 +218,11 @@ class CachePolicy:
 
     def __contains__(self, key: object) -> bool:
         return key in self._entries
+
+    def size_of(self, key: str) -> int:
+        """Bytes of a stored object (0 when not stored)."""
+        entry = self._entries.get(key)
+        return entry.size if entry is not None else 0
 
     def export_state(self, key: str) -> tuple[int, float]:
         """``(own request count, last access)`` of a stored object, to persist with it."""
@@ -265,6 +273,8 @@ class CachePolicy:
         entry = _Entry(size, float(self._sketch.estimate(key)), now, group, segment)
         self._entries[key] = entry
         self._used += size
+        if self.listener is not None:
+            self.listener(key, size, 1)
         self._reprioritise(key, entry, now)
 
     def on_hit(self, key: str, now: float, count: int = 1) -> None:
@@ -283,6 +293,8 @@ class CachePolicy:
         entry = self._entries.pop(key, None)
         if entry is not None:
             self._used -= entry.size
+            if self.listener is not None:
+                self.listener(key, entry.size, -1)
 
     def evict(self, now: float, target: int | None = None) -> list[str]:
         """Remove objects, least valuable first, until ``used <= min(target, capacity)``."""
@@ -297,6 +309,8 @@ class CachePolicy:
             key, entry = lowest
             del self._entries[key]
             self._used -= entry.size
+            if self.listener is not None:
+                self.listener(key, entry.size, -1)
             victims.append(key)
         return victims
 
@@ -312,6 +326,8 @@ class CachePolicy:
         entry = _Entry(size, float(own), last, group, segment)
         self._entries[key] = entry
         self._used += size
+        if self.listener is not None:
+            self.listener(key, size, 1)
         self._reprioritise(key, entry, last)
 
     # ------------------------------------------------------------------ internals

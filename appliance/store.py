@@ -24,6 +24,8 @@ A disk whose environment will not open, or that raises an LMDB error, is marked 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import os
 import struct
@@ -261,6 +263,44 @@ class Disk:
                     state = (int(freq), float(last))
                 yield k.decode(), meta, state
 
+    def range(self, prefix: str, after: str | None, limit: int) -> list[tuple[str, ObjectMeta]]:
+        """Up to ``limit`` objects whose key starts with ``prefix`` and sorts after ``after``,
+        in key order (blocking; run in a thread). Cost grows with ``limit``, not the store."""
+        out: list[tuple[str, ObjectMeta]] = []
+        if self.failed or limit <= 0:
+            return out
+        pfx = prefix.encode()
+        start = max(pfx, after.encode() + b"\x00") if after is not None else pfx
+        with self.env.begin(buffers=False) as txn:
+            cur = txn.cursor(db=self.meta_db)
+            if not cur.set_range(start):
+                return out
+            for k, raw in cur:
+                if not k.startswith(pfx):
+                    break
+                try:
+                    out.append((k.decode(), ObjectMeta.decode(raw)))
+                except (ValueError, TypeError, msgpack.UnpackException):
+                    continue
+                if len(out) >= limit:
+                    break
+        return out
+
+    def keys_with_prefix(self, prefix: str) -> list[str]:
+        """Every key under ``prefix`` (blocking; a cursor walk over that range only)."""
+        pfx = prefix.encode()
+        keys: list[str] = []
+        if self.failed:
+            return keys
+        with self.env.begin(buffers=False) as txn:
+            cur = txn.cursor(db=self.meta_db)
+            if cur.set_range(pfx):
+                for k in cur.iternext(keys=True, values=False):
+                    if not k.startswith(pfx):
+                        break
+                    keys.append(k.decode())
+        return keys
+
     def used_bytes(self) -> int:
         """Bytes of the LMDB data file in use (pages), for status and metrics."""
         if self.env is None or self.failed:
@@ -344,6 +384,20 @@ class Store:
 
     async def delete(self, disk: Disk, keys: Iterable[str], expect_id: bytes | None = None) -> int:
         return await disk.run(disk._delete, [k.encode() for k in keys], expect_id)
+
+    async def contents(
+        self, prefix: str, after: str | None, limit: int
+    ) -> list[tuple[str, ObjectMeta, Disk]]:
+        """The next ``limit`` objects under ``prefix`` after ``after``, merged over disks."""
+        per_disk = await asyncio.gather(
+            *(asyncio.to_thread(d.range, prefix, after, limit) for d in self.disks if d.healthy)
+        )
+        healthy = [d for d in self.disks if d.healthy]
+        merged = heapq.merge(
+            *([(k, meta, d) for k, meta in got] for got, d in zip(per_disk, healthy, strict=True)),
+            key=lambda item: item[0],
+        )
+        return list(itertools.islice(merged, limit))
 
     async def put_stats(self, disk: Disk, items: list[tuple[str, tuple[int, float]]]) -> None:
         packed = [(k.encode(), msgpack.packb([f, last])) for k, (f, last) in items]

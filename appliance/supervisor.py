@@ -1,39 +1,64 @@
-"""The supervisor: binds the public sockets once and keeps N worker processes running.
+"""The supervisor: the appliance's main process.
 
-Workers are fresh interpreters (``python -m appliance.worker``) that inherit the listening
-sockets by file descriptor, so the kernel spreads connections over them, and each opens its own
-LMDB environments (LMDB handles must not cross ``fork``). The supervisor never opens LMDB. A
-worker that dies is started again (with back-off); SIGTERM/SIGINT stop the workers gracefully
-and the supervisor exits 0. It stays in the foreground and logs to stderr.
+It binds the public sockets once and keeps the worker processes running
+(:mod:`appliance.workers`), and it is the only process that talks to the outside about the
+box: the admin API (:mod:`appliance.admin`), prefill jobs (:mod:`appliance.prefill_runner`),
+the heartbeat to the control plane (:mod:`appliance.heartbeat`) and systemd's notify protocol
+(:mod:`appliance.sdnotify`). It never opens LMDB; it asks the workers over their control
+sockets (:mod:`appliance.control`).
+
+Signals: SIGTERM/SIGINT stop gracefully (workers finish in-flight responses within
+``server.shutdown_timeout``), exit 0. SIGHUP reloads the config file: the live keys (token keys,
+admin token, upstreams and fill timeouts, prefill limits, control plane, log level) apply at
+once, keys that need a restart keep their running values and are logged, and a file that does
+not validate is rejected whole while the old config keeps running.
+
+Workers always run the *running* config, written to ``{run_dir}/config.json``: a worker that
+restarts after the file on disk was edited (or broken) still runs what the others run.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
+import json
 import logging
 import os
-import shutil
 import signal
 import socket
-import subprocess
-import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
+from typing import Any
 
-from appliance.config import ApplianceConfig
+import psutil
+import uvloop
+from aiohttp import web
+
+from appliance import metrics as m
+from appliance import supmetrics as sm
+from appliance.admin.api import make_admin_app
+from appliance.config import (
+    ApplianceConfig,
+    PrefillConfig,
+    from_raw,
+    merge_reload,
+    write_snapshot,
+)
+from appliance.control import WorkerControl, WorkerUnavailable
+from appliance.heartbeat import Heartbeat
+from appliance.prefill_runner import PrefillManager
+from appliance.sampler import TrafficWindow, read_totals
+from appliance.sdnotify import Notifier
+from appliance.worker import draining_flag
+from appliance.workers import WorkerSet
+from vodedge import __version__
+from vodedge.configfile import ConfigError, read_toml
+from vodedge.tasks import TaskSet
 
 log = logging.getLogger("appliance.supervisor")
 
-
-@dataclass
-class WorkerProc:
-    index: int
-    proc: subprocess.Popen[bytes] | None = None
-    started: float = 0.0
-    restarts: int = 0
-    ready_file: Path = field(default_factory=Path)
+STATS_INTERVAL = 5.0
+HUNG_AFTER = 6
+"""Consecutive unanswered stats polls (one per STATS_INTERVAL) before a worker is killed."""
 
 
 def bind(host: str, port: int, backlog: int = 4096) -> socket.socket:
@@ -47,112 +72,362 @@ def bind(host: str, port: int, backlog: int = 4096) -> socket.socket:
     return s
 
 
+def overlay_path(state_dir: Path) -> Path:
+    """The control plane's last config (token keys, fill window), kept across restarts."""
+    return state_dir / "control-plane.json"
+
+
 class Supervisor:
-    def __init__(self, cfg: ApplianceConfig, config_path: Path, shutdown_grace: float = 30.0):
+    def __init__(
+        self,
+        cfg: ApplianceConfig,
+        config_path: Path,
+        metrics_dir: Path,
+        shutdown_grace: float | None = None,
+    ) -> None:
         self.cfg = cfg
         self.config_path = config_path
-        self.shutdown_grace = shutdown_grace
+        self.metrics_dir = metrics_dir
+        self.shutdown_grace = (
+            cfg.server.shutdown_timeout if shutdown_grace is None else shutdown_grace
+        )
+        self.started_at = time.time()
+        self.notifier = Notifier()
+        self.snapshot = cfg.run_dir / "config.json"
         self.sockets: list[socket.socket] = []
-        self.workers = [WorkerProc(i) for i in range(cfg.server.workers)]
-        self._stop = False
+        self.workers = WorkerSet(
+            cfg.server.workers, [], cfg.run_dir, self.snapshot, self.shutdown_grace, metrics_dir
+        )
+        self.control = WorkerControl(cfg.run_dir, cfg.server.workers, timeout=STATS_INTERVAL)
+        self.prefill = PrefillManager(cfg.state_dir, cfg.run_dir, self.control, self.prefill_config)
+        self.heartbeat = Heartbeat(
+            lambda: self.cfg.control_plane, self._collect_beat, self._apply_control_plane
+        )
+        self.window = TrafficWindow()
+        self.draining = draining_flag(cfg.state_dir).exists()
+        self.worker_stats: list[dict[str, Any] | None] = [None] * cfg.server.workers
+        self._unanswered = [0] * cfg.server.workers
+        self.tasks = TaskSet(log)
+        self._stop = asyncio.Event()
+        self._admin_runner: web.AppRunner | None = None
 
-    def _prepare_dirs(self) -> Path:
-        run = self.cfg.run_dir
-        run.mkdir(parents=True, exist_ok=True)
-        mdir = run / "metrics"
-        shutil.rmtree(mdir, ignore_errors=True)
-        mdir.mkdir()
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(mdir)
-        return mdir
-
-    def _spawn(self, w: WorkerProc) -> None:
-        fds = [s.fileno() for s in self.sockets]
-        w.ready_file = self.cfg.run_dir / f"worker-{w.index}.ready"
-        w.ready_file.unlink(missing_ok=True)
-        argv = [
-            sys.executable,
-            "-m",
-            "appliance.worker",
-            "--config",
-            str(self.config_path),
-            "--index",
-            str(w.index),
-            "--workers",
-            str(len(self.workers)),
-            "--fds",
-            ",".join(map(str, fds)),
-            "--root-pid",
-            str(os.getpid()),
-            "--shutdown-grace",
-            str(self.shutdown_grace),
-            "--ready-file",
-            str(w.ready_file),
-        ]
-        w.proc = subprocess.Popen(argv, pass_fds=fds)
-        w.started = time.monotonic()
-        log.info("worker started", extra={"worker": w.index, "pid": w.proc.pid})
-
-    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        self._stop = True
-
-    def all_ready(self) -> bool:
-        return all(w.ready_file.exists() for w in self.workers)
+    # -- process entry --------------------------------------------------------------------
 
     def run(self) -> int:
-        mdir = self._prepare_dirs()
+        return uvloop.run(self._main())
+
+    async def _main(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self.tasks.spawn(self.reload()))
+        await asyncio.to_thread(self._prepare)
+        sm.START_TIME.set(self.started_at)
+        sm.DRAINING.set(1 if self.draining else 0)
         for host, port in self.cfg.server.listen:
             self.sockets.append(bind(host, port))
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
-        for w in self.workers:
-            self._spawn(w)
+        self.workers.fds = [s.fileno() for s in self.sockets]
+        self.workers.start_all()
+        await self._start_admin()
+        await self.prefill.load()
+        self.tasks.spawn(self.prefill.run())
+        self.tasks.spawn(self.heartbeat.run())
+        self.tasks.spawn(self._watch_workers())
+        self.tasks.spawn(self._stats_loop())
+        if self.notifier.watchdog_interval:
+            self.tasks.spawn(self._watchdog())
+        await self._stop.wait()
+        return await self._shutdown()
+
+    def _prepare(self) -> None:
+        self.cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        self.cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        ov = overlay_path(self.cfg.state_dir)
+        if ov.exists():
+            try:
+                self.cfg = from_raw(self.cfg.raw, self.cfg.base_dir, json.loads(ov.read_text()))
+            except (ConfigError, ValueError) as e:
+                log.error("ignoring saved control-plane config", extra={"error": str(e)})
+        write_snapshot(self.snapshot, self.cfg)
+
+    async def _start_admin(self) -> None:
+        if self.cfg.admin.listen is None:
+            return
+        host, port = self.cfg.admin.listen
+        self._admin_runner = web.AppRunner(make_admin_app(self), access_log=None)
+        await self._admin_runner.setup()
+        site = web.TCPSite(self._admin_runner, host, port, backlog=128)
+        await site.start()
+        addrs = self._admin_runner.addresses
+        bound = f"{addrs[0][0]}:{addrs[0][1]}" if addrs else f"{host}:{port}"
+        (self.cfg.run_dir / "admin.addr").write_text(bound + "\n")
+        log.info("admin API listening", extra={"listen": bound})
+
+    async def _watch_workers(self) -> None:
         announced = False
-        while not self._stop:
-            time.sleep(0.1)
-            if not announced and self.all_ready():
+        while True:
+            await asyncio.sleep(0.1)
+            self.workers.poll()
+            if not announced and self.workers.all_ready():
                 announced = True
+                listen = ", ".join(f"{h}:{p}" for h, p in self.cfg.server.listen)
+                self.notifier.ready(f"serving on {listen} with {len(self.workers)} workers")
                 log.info(
                     "appliance ready",
                     extra={"workers": len(self.workers), "listen": self.cfg.server.listen},
                 )
-            for w in self.workers:
-                if w.proc is None or w.proc.poll() is None or self._stop:
-                    continue
-                code = w.proc.returncode
-                self._mark_dead(mdir, w.proc.pid)
-                lived = time.monotonic() - w.started
-                w.restarts = w.restarts + 1 if lived < 10 else 0
-                delay = min(10.0, 0.2 * (2 ** min(w.restarts, 6)))
-                log.error(
-                    "worker exited; restarting",
-                    extra={"worker": w.index, "code": code, "delay_s": delay},
-                )
-                time.sleep(delay)
-                self._spawn(w)
-        return self._shutdown(mdir)
 
-    def _mark_dead(self, mdir: Path, pid: int) -> None:
-        from prometheus_client import multiprocess
+    async def _watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval or 1.0
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
 
-        with contextlib.suppress(OSError):
-            multiprocess.mark_process_dead(pid, str(mdir))  # type: ignore[no-untyped-call]
+    async def _sample_traffic(self) -> None:
+        try:
+            self.window.add(
+                await asyncio.to_thread(read_totals, str(self.metrics_dir), time.time())
+            )
+        except OSError as e:
+            log.warning("cannot read metrics", extra={"error": str(e)})
 
-    def _shutdown(self, mdir: Path) -> int:
-        log.info("stopping workers")
+    async def _stats_loop(self) -> None:
+        while True:
+            await self._sample_traffic()
+            await self._poll_workers()
+            await asyncio.sleep(STATS_INTERVAL)
+
+    async def _poll_workers(self) -> None:
+        answers = await self.control.each("GET", "/ctl/stats")
+        for i, a in enumerate(answers):
+            if isinstance(a, dict):
+                self.worker_stats[i] = a
+                self._unanswered[i] = 0
+                continue
+            self.worker_stats[i] = None
+            if isinstance(a, asyncio.CancelledError):
+                raise a
+            # A worker that stays unreachable well after it was ready is hung: restart it.
+            if self.workers.workers[i].ready_file.exists() and self.workers.uptime(i) > 30:
+                self._unanswered[i] += 1
+                if self._unanswered[i] >= HUNG_AFTER:
+                    self._unanswered[i] = 0
+                    self.workers.kill(i, str(a))
+
+    async def _shutdown(self) -> int:
+        self.notifier.stopping()
+        log.info("stopping")
+        if self._admin_runner is not None:
+            await self._admin_runner.cleanup()
+        await self.tasks.cancel_all()
         for s in self.sockets:
             s.close()
-        for w in self.workers:
-            if w.proc is not None and w.proc.poll() is None:
-                w.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + self.shutdown_grace + 5
-        for w in self.workers:
-            if w.proc is None:
-                continue
-            try:
-                w.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log.error("worker did not stop in time; killing", extra={"worker": w.index})
-                w.proc.kill()
-                w.proc.wait()
+        await asyncio.to_thread(self.workers.stop, self.shutdown_grace)
+        await self.control.close()
+        self.notifier.close()
         log.info("stopped")
         return 0
+
+    # -- the admin backend ----------------------------------------------------------------
+
+    def admin_token(self) -> str:
+        return self.cfg.admin.token
+
+    def prefill_config(self) -> PrefillConfig:
+        return self.cfg.prefill
+
+    def state(self) -> tuple[str, str]:
+        if self.workers.running() == 0:
+            return "failed", "no worker running"
+        known = [s for s in self.worker_stats if s is not None]
+        if known and not any(d["healthy"] for d in known[0]["disks"]):
+            return "failed", "no disk in service"
+        if self.draining:
+            return "draining", "drained by an operator"
+        return "serving", "ok"
+
+    def health(self) -> tuple[bool, str]:
+        state, reason = self.state()
+        return state == "serving", state if state == "serving" else f"{state}: {reason}"
+
+    def render_metrics(self) -> bytes:
+        return m.render(os.getpid())
+
+    def _disks(self, stats: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        disks = []
+        for d in self.cfg.storage.disks:
+            rows = [r for s in stats for r in s["disks"] if r["path"] == str(d.path)]
+            errors = [r["error"] for r in rows if r["error"]]
+            disks.append(
+                {
+                    "path": str(d.path),
+                    "capacity_bytes": d.size,
+                    "used_bytes": sum(r["bytes"] for r in rows),
+                    "objects": sum(r["objects"] for r in rows),
+                    "healthy": bool(rows) and not errors,
+                    "error": errors[0] if errors else (None if rows else "no worker answered"),
+                }
+            )
+        return disks
+
+    async def status(self) -> dict[str, Any]:
+        await self._sample_traffic()
+        await self._poll_workers()
+        stats = [s for s in self.worker_stats if s is not None]
+        state, reason = self.state()
+        req1, byt1 = self.window.hit_ratios(60)
+        req5, byt5 = self.window.hit_ratios(300)
+        jobs = sorted(self.prefill.jobs.values(), key=lambda j: j.created_at)
+        return {
+            "version": __version__,
+            "started_at": self.started_at,
+            "uptime_s": time.time() - self.started_at,
+            "state": state,
+            "state_reason": reason,
+            "config_digest": self.cfg.digest,
+            "workers": {
+                "configured": len(self.workers),
+                "running": self.workers.running(),
+                "restarts": self.workers.total_restarts,
+            },
+            "disks": self._disks(stats),
+            "hit_ratio": {"requests": {"1m": req1, "5m": req5}, "bytes": {"1m": byt1, "5m": byt5}},
+            "egress_bytes_per_s": self.window.egress_rate(),
+            "open_connections": sum(s["connections"] for s in stats),
+            "fills_in_flight": sum(s["fills"]["total"] for s in stats),
+            "prefill": {"active": self.prefill.active(), "jobs": [j.summary() for j in jobs]},
+            "control_plane": self.heartbeat.status(),
+        }
+
+    async def set_draining(self, draining: bool) -> str:
+        flag = draining_flag(self.cfg.state_dir)
+        await asyncio.to_thread(flag.touch if draining else lambda: flag.unlink(missing_ok=True))
+        self.draining = draining
+        sm.DRAINING.set(1 if draining else 0)
+        await self.control.each("POST", "/ctl/drain", {"draining": draining})
+        log.info("drained" if draining else "undrained")
+        return self.state()[0]
+
+    async def purge(self, keys: list[str], prefixes: list[str]) -> dict[str, int]:
+        answers = await self.control.each(
+            "POST", "/ctl/purge", {"paths": keys, "prefixes": prefixes}, total_s=300.0
+        )
+        failed = [str(a) for a in answers if not isinstance(a, dict)]
+        if failed:
+            raise web.HTTPServiceUnavailable(reason=f"purge incomplete, retry: {'; '.join(failed)}")
+        return {
+            "purged_objects": sum(int(a["objects"]) for a in answers),
+            "purged_bytes": sum(int(a["bytes"]) for a in answers),
+        }
+
+    async def contents(self, prefix: str, after: str | None, limit: int) -> list[dict[str, Any]]:
+        params = {"prefix": prefix, "limit": str(limit)}
+        if after is not None:
+            params["after"] = after
+        last: Exception | None = None
+        for i in range(len(self.workers)):  # any worker can read every disk
+            try:
+                got: list[dict[str, Any]] = await self.control.call(
+                    i, "GET", "/ctl/contents", params=params
+                )
+                return got
+            except WorkerUnavailable as e:
+                last = e
+        raise web.HTTPServiceUnavailable(reason=f"no worker answered: {last}")
+
+    async def _titles(
+        self, reset_requests: bool
+    ) -> tuple[dict[str, tuple[int, int]], dict[str, int]]:
+        params = {"reset_requests": "1" if reset_requests else "0"}
+        held: dict[str, tuple[int, int]] = {}
+        requests: dict[str, int] = {}
+        for a in await self.control.each("GET", "/ctl/titles", params=params):
+            if not isinstance(a, dict):
+                continue
+            for vid, (b, n) in a["held"].items():
+                ob, on = held.get(vid, (0, 0))
+                held[vid] = (ob + int(b), on + int(n))
+            for vid, n in a["requests"].items():
+                requests[vid] = requests.get(vid, 0) + int(n)
+        return held, requests
+
+    async def titles(self) -> dict[str, tuple[int, int]]:
+        return (await self._titles(False))[0]
+
+    # -- heartbeat ------------------------------------------------------------------------
+
+    async def _collect_beat(self) -> tuple[dict[str, Any], dict[str, int]]:
+        await self._poll_workers()
+        stats = [s for s in self.worker_stats if s is not None]
+        held, requests = await self._titles(True)
+        state, _reason = self.state()
+        cp = self.cfg.control_plane
+
+        body = {
+            "appliance_id": cp.appliance_id,
+            "state": state,
+            "public_url": cp.public_url,
+            "site": cp.site,
+            "version": __version__,
+            "interval_s": cp.interval,
+            "disks": self._disks(stats),
+            "load": {
+                "egress_bytes_per_s": self.window.egress_rate(),
+                "open_connections": sum(s["connections"] for s in stats),
+                "cpu_ratio": psutil.cpu_percent(interval=None) / 100.0,
+            },
+            "contents": {vid: {"bytes": b, "files": n} for vid, (b, n) in held.items()},
+        }
+        return body, requests
+
+    async def _apply_control_plane(self, config: dict[str, Any]) -> None:
+        overlay = dict(self.cfg.overlay)
+        for k in ("token_keys", "fill_window"):
+            if k in config:
+                overlay[k] = config[k]
+        if overlay == self.cfg.overlay:
+            return
+        try:
+            new = from_raw(self.cfg.raw, self.cfg.base_dir, overlay)
+        except ConfigError as e:
+            log.error("control plane sent an unusable config; ignored", extra={"error": str(e)})
+            return
+        path = overlay_path(self.cfg.state_dir)
+        await asyncio.to_thread(path.write_text, json.dumps(overlay))
+        changed = sorted(k for k in overlay if overlay.get(k) != self.cfg.overlay.get(k))
+        await self._switch(new)
+        log.info("applied control plane config", extra={"changed": changed, "digest": new.digest})
+
+    async def _switch(self, new: ApplianceConfig) -> None:
+        self.cfg = new
+        await asyncio.to_thread(write_snapshot, self.snapshot, new)
+        logging.getLogger().setLevel(new.log_level.upper())
+        for i, a in enumerate(await self.control.each("POST", "/ctl/reload", {})):
+            if not isinstance(a, dict):
+                # It is restarting and will read the snapshot when it starts.
+                log.warning("worker did not take the reload", extra={"worker": i, "error": str(a)})
+
+    # -- reload ---------------------------------------------------------------------------
+
+    async def reload(self) -> bool:
+        """SIGHUP: re-read the config file; apply what can change live (see module doc)."""
+        self.notifier.reloading()
+        try:
+            new_raw = await asyncio.to_thread(read_toml, self.config_path)
+            from_raw(new_raw, self.cfg.base_dir)  # the file alone must be valid
+            effective, live, restart = merge_reload(self.cfg.raw, new_raw)
+            new = from_raw(effective, self.cfg.base_dir, self.cfg.overlay)
+        except ConfigError as e:
+            sm.RELOADS.labels("rejected").inc()
+            log.error("reload rejected; the running config stays", extra={"error": str(e)})
+            self.notifier.ready("reload rejected; running the previous config")
+            return False
+        if restart:
+            log.warning(
+                "these changes need a restart; running values kept", extra={"keys": restart}
+            )
+        await self._switch(new)
+        sm.RELOADS.labels("ok").inc()
+        log.info("config reloaded", extra={"changed": live, "digest": new.digest})
+        self.notifier.ready("config reloaded")
+        return True

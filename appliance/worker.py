@@ -20,7 +20,7 @@ import signal
 import socket
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +31,9 @@ from aiohttp import web
 from appliance import metrics as m
 from appliance.accesslog import AccessLog
 from appliance.cache import CacheManager, owner_of
-from appliance.config import ApplianceConfig, load
-from appliance.fill import Fill, Filler, FillError
+from appliance.config import ApplianceConfig, load_snapshot
+from appliance.control_api import add_control_routes
+from appliance.fill import Fill, Filler, FillError, PrefillTag
 from appliance.http import GzipCache, HttpProtocol
 from appliance.peer import (
     MissResult,
@@ -42,10 +43,12 @@ from appliance.peer import (
     make_peer_app,
     socket_path,
 )
+from appliance.ratelimit import SharedRate
 from appliance.respond import Conditions, HitHeads, plan
 from appliance.store import ObjectView, Store
 from vodedge.logs import setup_logging
 from vodedge.paths import ObjectPath
+from vodedge.tasks import TaskSet
 
 log = logging.getLogger("appliance.worker")
 
@@ -76,12 +79,15 @@ class Worker:
         self.hit_heads = HitHeads(cfg.server.cors_allow_origin)
         self.path_cache: dict[str, ObjectPath] = {}
         self.protocols: set[HttpProtocol] = set()
-        self.draining = False
+        self.draining = draining_flag(cfg.state_dir).exists()
+        self.title_requests: defaultdict[str, int] = defaultdict(int)
+        """Object requests per video_id since the supervisor last collected them."""
+        self._limiters: dict[str, SharedRate] = {}
         self._touches: defaultdict[int, defaultdict[str, int]] = defaultdict(
             lambda: defaultdict(int)
         )
         self._servers: list[asyncio.Server] = []
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self.tasks = TaskSet(log)
         self._peer_runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self.filler: Filler | None = None
@@ -96,9 +102,9 @@ class Worker:
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=256, ttl_dns_cache=60)
         self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         self.filler = Filler(self.cfg.fill, self._session, self.cache.store_completed)
-        self._peer_runner = web.AppRunner(
-            make_peer_app(self.local_miss, self._touch_from_peer), access_log=None
-        )
+        peer_app = make_peer_app(self.local_miss, self._touch_from_peer)
+        add_control_routes(peer_app, self)
+        self._peer_runner = web.AppRunner(peer_app, access_log=None)
         await self._peer_runner.setup()
         sock_path = socket_path(self.cfg.run_dir, self.index)
         with contextlib.suppress(FileNotFoundError):
@@ -118,24 +124,13 @@ class Worker:
             self.cache.stats_loop(),
             self._flush_loop(),
         ):
-            self.spawn(coro)
+            self.tasks.spawn(coro)
         for d in self.store.disks:
             m.DISK_CAPACITY.labels(str(d.path)).set(d.cfg.size)
         log.info(
             "worker ready",
             extra={"worker": self.index, "pid": os.getpid(), "restored_objects": restored},
         )
-
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        t = self.loop.create_task(coro)
-        self._tasks.add(t)
-        t.add_done_callback(self._task_done)
-        return t
-
-    def _task_done(self, t: asyncio.Task[Any]) -> None:
-        self._tasks.discard(t)
-        if not t.cancelled() and t.exception() is not None:
-            log.error("background task failed", exc_info=t.exception())
 
     async def shutdown(self) -> None:
         for s in self._servers:
@@ -146,9 +141,7 @@ class Worker:
             await asyncio.sleep(0.05)
         for p in list(self.protocols):
             p.close()
-        for t in list(self._tasks):
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.tasks.cancel_all()
         own = self._touches.pop(self.index, None)
         if own:
             self._touch_from_peer(own)
@@ -184,7 +177,7 @@ class Worker:
     def checksum_failure(self, view: ObjectView) -> None:
         m.CHECKSUM_FAILURES.labels(str(view.disk.path)).inc()
         log.error("checksum mismatch; dropping object", extra={"key": view.key})
-        self.spawn(self.cache.drop(view.disk, view.key, view.meta.object_id))
+        self.tasks.spawn(self.cache.drop(view.disk, view.key, view.meta.object_id))
 
     async def miss(self, key: str, cond: Conditions) -> MissResult:
         owner = owner_of(key, self.nworkers)
@@ -249,6 +242,104 @@ class Worker:
         for key, n in counts.items():
             self.cache.hit(key, n)
 
+    # -- control (asked by the supervisor over the peer socket) -----------------------------
+
+    def stats(self) -> dict[str, Any]:
+        assert self.filler is not None
+        disks = []
+        for d in self.store.disks:
+            pol = self.cache.policies[d.index]
+            disks.append(
+                {
+                    "index": d.index,
+                    "path": str(d.path),
+                    "healthy": d.healthy,
+                    "error": d.failed,
+                    "capacity_bytes": d.cfg.size,
+                    "objects": len(pol),
+                    "bytes": pol.used,
+                }
+            )
+        return {
+            "index": self.index,
+            "pid": os.getpid(),
+            "draining": self.draining,
+            "connections": len(self.protocols),
+            "fills": {"player": self.filler.player_fills, "total": len(self.filler.fills)},
+            "config_digest": self.cfg.digest,
+            "disks": disks,
+        }
+
+    def titles(self, reset_requests: bool) -> dict[str, Any]:
+        requests = self.title_requests
+        if reset_requests:
+            self.title_requests = defaultdict(int)
+        return {"held": self.cache.titles.snapshot(), "requests": dict(requests)}
+
+    async def purge(self, keys: list[str], prefixes: list[str]) -> tuple[int, int]:
+        assert self.filler is not None
+        self.filler.forget(set(keys), tuple(prefixes))
+        for k in keys:
+            self.filler.negative.discard(k)
+        return await self.cache.purge(keys, prefixes)
+
+    def set_draining(self, draining: bool) -> None:
+        if draining != self.draining:
+            log.info("drain state changed", extra={"worker": self.index, "draining": draining})
+        self.draining = draining
+
+    def reload(self, cfg: ApplianceConfig) -> None:
+        """Take the live parts of a new config (the supervisor has validated and merged it)."""
+        assert self.filler is not None
+        self.cfg = cfg
+        self.tokens = cfg.tokens
+        self.filler.cfg = cfg.fill
+        self.filler.negative.ttl = cfg.fill.negative_ttl
+        logging.getLogger().setLevel(cfg.log_level.upper())
+
+    async def prefill_one(self, key: str, job: str, rate_file: str) -> dict[str, Any]:
+        """Fill ``key`` for prefill job ``job`` through the single-flight fill (joining a
+        player's fill if one runs), at the job's shared rate; players' fills go first."""
+        assert self.filler is not None
+        view = self.store.open_view(key)
+        if view is not None:
+            view.release()
+            return {"result": "skipped", "bytes": 0}
+        # Players go first: wait while this worker is busy filling for them. Polling is fine
+        # for a background job and keeps the player path free of any prefill bookkeeping.
+        while self.filler.player_fills >= self.cfg.prefill.pause_at_player_fills:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        try:
+            limiter = self._limiter(rate_file)
+        except FileNotFoundError:
+            return {"result": "cancelled", "bytes": 0}
+        fill, _joined = self.filler.join(key, PrefillTag(job, limiter))
+        if fill.task is not None:
+            # wait() never cancels the fill if this request is cancelled (players may need it)
+            await asyncio.wait([fill.task])
+        if fill.error is not None:
+            return {"result": "failed", "bytes": fill.received, "error": str(fill.error)}
+        view = self.store.open_view(key)
+        if view is None:
+            return {"result": "failed", "bytes": fill.received, "error": "not stored"}
+        view.release()
+        return {"result": "stored", "bytes": fill.received}
+
+    def cancel_prefill(self, job: str) -> int:
+        assert self.filler is not None
+        for path in [p for p in self._limiters if Path(p).stem == job]:
+            self._limiters.pop(path).close()
+        return self.filler.cancel_prefill(job)
+
+    def _limiter(self, rate_file: str) -> SharedRate:
+        lim = self._limiters.get(rate_file)
+        if lim is None:
+            if len(self._limiters) >= 64:
+                oldest = next(iter(self._limiters))
+                self._limiters.pop(oldest).close()
+            lim = self._limiters[rate_file] = SharedRate(Path(rate_file))
+        return lim
+
     # -- periodic ------------------------------------------------------------------------
 
     def _flush_metrics(self) -> None:
@@ -257,6 +348,7 @@ class Worker:
         for i, used in self.cache.object_bytes().items():
             d = self.store.disks[i]
             m.DISK_OBJECT_BYTES.labels(str(d.path)).set(used)
+            m.DISK_OBJECTS.labels(str(d.path)).set(len(self.cache.policies[i]))
             m.DISK_UP.labels(str(d.path)).set(1 if d.healthy else 0)
             if d.healthy:
                 with contextlib.suppress(Exception):
@@ -286,8 +378,13 @@ async def _iter(chunks: list[bytes]) -> AsyncIterator[bytes]:
         yield c
 
 
+def draining_flag(state_dir: Path) -> Path:
+    """Exists while the appliance is drained (so a restart stays drained)."""
+    return state_dir / "draining"
+
+
 async def _amain(args: argparse.Namespace) -> int:
-    cfg = load(args.config)
+    cfg = load_snapshot(Path(args.config))
     setup_logging(f"appliance-w{args.index}", cfg.log_level)
     fds = [int(x) for x in args.fds.split(",") if x]
     worker = Worker(cfg, args.index, args.workers, fds, args.root_pid, args.shutdown_grace)

@@ -41,7 +41,7 @@ workers = 2
 
 [admin]
 listen = "127.0.0.1:{admin}"
-token = "dev-admin-token"
+token = "dev-admin-token-change-me"
 
 [fill]
 origins = ["http://127.0.0.1:{origin}"]

@@ -17,7 +17,7 @@ GOOD = """
 listen = ["127.0.0.1:8080", "[::1]:8080"]
 workers = 2
 [admin]
-token = "t"
+token = "admin-token-0123456789"
 [fill]
 origins = ["http://127.0.0.1:8081"]
 parent = "http://10.0.0.2:8080"

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -17,6 +18,8 @@ from typing import Any
 import psutil
 
 from tests.support.procs import Proc, free_port, python_module
+
+ADMIN_TOKEN = "test-admin-token-0123456789"
 
 
 @dataclass
@@ -89,7 +92,7 @@ send_timeout = 10.0
 
 [admin]
 listen = "127.0.0.1:0"
-token = "test-admin-token"
+token = "{ADMIN_TOKEN}"
 
 [fill]
 origins = {json.dumps(upstreams)}
@@ -137,24 +140,63 @@ class Appliance:
     def worker_pids(self) -> list[int]:
         return [c.pid for c in psutil.Process(self.proc.pid).children()]
 
+    @property
+    def admin_url(self) -> str:
+        """The admin listener (bound to port 0 in tests; the daemon writes where it is)."""
+        deadline = time.monotonic() + 10
+        f = self.var / "run" / "admin.addr"
+        while not f.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError("admin.addr not written:\n" + self.proc.log_tail())
+            time.sleep(0.05)
+        return "http://" + f.read_text().strip()
+
+    def admin(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        token: str | None = ADMIN_TOKEN,
+        timeout: float = 30,
+    ) -> tuple[int, Any]:
+        """One admin API call: (status, parsed JSON body or text)."""
+        headers = {"Content-Type": "application/json"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            self.admin_url + path, data=data, method=method, headers=headers
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                status, raw, ctype = r.status, r.read(), r.headers.get("Content-Type", "")
+        except urllib.error.HTTPError as e:
+            status, raw, ctype = e.code, e.read(), e.headers.get("Content-Type", "")
+        return status, json.loads(raw) if "json" in ctype else raw.decode()
+
 
 @contextmanager
-def run_appliance(var: Path, upstreams: list[str], **kw: Any) -> Iterator[Appliance]:
+def run_appliance(
+    var: Path, upstreams: list[str], env: dict[str, str] | None = None, **kw: Any
+) -> Iterator[Appliance]:
     var.mkdir(parents=True, exist_ok=True)
     port = kw.pop("port", None) or free_port()
     cfg = var / "appliance.toml"
     cfg.write_text(appliance_toml(var, port, upstreams, **kw))
-    app = start_appliance(cfg, var, port, kw.get("workers", 2))
+    app = start_appliance(cfg, var, port, kw.get("workers", 2), env)
     try:
         yield app
     finally:
         app.proc.stop()
 
 
-def start_appliance(cfg: Path, var: Path, port: int, workers: int) -> Appliance:
+def start_appliance(
+    cfg: Path, var: Path, port: int, workers: int, env: dict[str, str] | None = None
+) -> Appliance:
     p = Proc(
         python_module("appliance.cli", "serve", "-c", str(cfg), "--shutdown-grace", "5"),
         var / f"appliance-{int(time.time() * 1000)}.log",
+        env,
     ).start()
     base = f"http://127.0.0.1:{port}"
     p.wait_healthy(base + "/healthz")

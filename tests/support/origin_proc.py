@@ -58,8 +58,10 @@ class OriginProc:
         return self.log_path.read_text(errors="replace")
 
     def log_records(self) -> list[dict[str, Any]]:
-        """The JSON log lines written so far, parsed."""
-        return [json.loads(x) for x in self.log_text().splitlines() if x.startswith("{")]
+        """The complete JSON log lines written so far, parsed (a line still being written,
+        without its newline yet, is left for the next read)."""
+        lines = self.log_text().split("\n")[:-1]
+        return [json.loads(x) for x in lines if x.startswith("{")]
 
     def wait_for_log(
         self, match: Callable[[dict[str, Any]], bool], timeout: float = 5.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -36,12 +37,15 @@ class Proc:
 
     argv: list[str]
     log_path: Path
+    env: dict[str, str] | None = None
+    """Extra environment variables for the process."""
     proc: subprocess.Popen[bytes] = field(init=False)
 
     def start(self) -> Proc:
         self._log = self.log_path.open("ab")
+        env = {**os.environ, **self.env} if self.env else None
         self.proc = subprocess.Popen(
-            self.argv, cwd=REPO_ROOT, stdout=self._log, stderr=subprocess.STDOUT
+            self.argv, cwd=REPO_ROOT, stdout=self._log, stderr=subprocess.STDOUT, env=env
         )
         return self
 

@@ -1,0 +1,1 @@
+"""The appliance's admin API (its own listener, bearer token, JSON): see docs/operations.md."""
