@@ -25,6 +25,7 @@ VAR = Path(os.environ.get("VODEDGE_VAR", ROOT / "var"))
 ORIGIN_PORT = int(os.environ.get("VODEDGE_ORIGIN_PORT", "8081"))
 APPLIANCE_PORT = int(os.environ.get("VODEDGE_APPLIANCE_PORT", "8080"))
 ADMIN_PORT = int(os.environ.get("VODEDGE_ADMIN_PORT", "8090"))
+ADMIN_TOKEN = "dev-admin-token-change-me"  # loopback only; a real box gets a random one
 
 ORIGIN_TOML = """# written by `make run`; edit freely, it is not overwritten
 [server]
@@ -41,7 +42,7 @@ workers = 2
 
 [admin]
 listen = "127.0.0.1:{admin}"
-token = "dev-admin-token-change-me"
+token = "{admin_token}"
 
 [fill]
 origins = ["http://127.0.0.1:{origin}"]
@@ -55,9 +56,9 @@ run_dir = "{run}"
 """
 
 
-def _write_once(path: Path, text: str) -> Path:
-    if not path.exists():
-        path.write_text(text)
+def _write_config(path: Path, text: str) -> Path:
+    """Generated each run from the template above (edit the template, not the file)."""
+    path.write_text(text)
     return path
 
 
@@ -85,12 +86,14 @@ def main() -> int:
     except SampleError as e:
         print(f"run: cannot make the sample title: {e}", file=sys.stderr)
         return 1
-    origin_cfg = _write_once(VAR / "origin.toml", ORIGIN_TOML.format(port=ORIGIN_PORT, root=media))
-    appliance_cfg = _write_once(
+    origin_toml = ORIGIN_TOML.format(port=ORIGIN_PORT, root=media)
+    origin_cfg = _write_config(VAR / "origin.toml", origin_toml)
+    appliance_cfg = _write_config(
         VAR / "appliance.toml",
         APPLIANCE_TOML.format(
             port=APPLIANCE_PORT,
             admin=ADMIN_PORT,
+            admin_token=ADMIN_TOKEN,
             origin=ORIGIN_PORT,
             disk=VAR / "appliance" / "disk0",
             run=VAR / "appliance" / "run",
@@ -113,6 +116,8 @@ def main() -> int:
             f"  DASH manifest via the appliance: {base}/manifest.mpd\n"
             f"  origin:   http://127.0.0.1:{ORIGIN_PORT}/v/{video}/master.m3u8\n"
             f"  metrics:  http://127.0.0.1:{APPLIANCE_PORT}/metrics\n"
+            f"  admin:    curl -H 'Authorization: Bearer {ADMIN_TOKEN}' "
+            f"http://127.0.0.1:{ADMIN_PORT}/admin/v1/status\n"
             f"  data:     {VAR}\n",
             flush=True,
         )
