@@ -16,14 +16,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-try:  # TEMP until openapi.py lands
-    from appliance.admin.openapi import document
-except ImportError:  # pragma: no cover
-
-    def document(version: str) -> dict[str, Any]:
-        return {"openapi": "3.0.3", "info": {"version": version}}
-
-
+from appliance.admin.openapi import document
 from appliance.admin.requests import (
     BadRequest,
     bearer_ok,
@@ -92,7 +85,8 @@ def make_admin_app(backend: AdminBackend) -> web.Application:
             return _error(400, str(e))
         except web.HTTPException as e:
             if e.status >= 400:
-                return _error(e.status, e.reason, dict(e.headers) if e.status == 405 else None)
+                allow = e.headers.get("Allow")
+                return _error(e.status, e.reason, {"Allow": allow} if allow else None)
             raise
 
     async def body_json(request: web.Request) -> Any:

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import OpenAPIV30SpecValidator, validate
 from schemathesis import GenerationMode
+from schemathesis.core.result import Ok
 
 from appliance.admin.openapi import document
 from appliance.prefill import Job, JobState, PrefillFile, PrefillSpec
@@ -126,7 +127,7 @@ def test_request_schemas_are_closed_and_bounded(doc: dict[str, Any]) -> None:
     ok = {"objects": [{"path": "/v/abc/720p/seg_1.ts", "size": 10}], "rate_bytes_per_s": 1024}
     assert prefill.is_valid(ok)
     assert prefill.is_valid(ok | {"concurrency": 64, "name": "night fill"})
-    for bad in (
+    bads: list[dict[str, Any]] = [
         {},
         {"objects": []},
         ok | {"extra": 1},
@@ -136,7 +137,8 @@ def test_request_schemas_are_closed_and_bounded(doc: dict[str, Any]) -> None:
         ok | {"rate_bytes_per_s": 1000},
         ok | {"concurrency": 65},
         ok | {"name": "n" * 201},
-    ):
+    ]
+    for bad in bads:
         assert not prefill.is_valid(bad), bad
     purge = validator(doc, "PurgeRequest")
     assert purge.is_valid({"paths": ["/v/abc/x.ts"]})
@@ -174,7 +176,10 @@ def test_prefill_job_json_matches_the_document(doc: dict[str, Any]) -> None:
 
 def test_schemathesis_generates_a_case_for_every_operation(doc: dict[str, Any]) -> None:
     schema = schemathesis.openapi.from_dict(document("1.2.3"))
-    ops = [result.ok() for result in schema.get_all_operations()]
+    ops = []
+    for result in schema.get_all_operations():
+        assert isinstance(result, Ok), result  # the operation's definition loaded
+        ops.append(result.ok())
     assert {(op.path, op.method.lower()) for op in ops} == {
         (p, m) for p, methods in EXPECTED.items() for m in methods
     }
@@ -193,7 +198,7 @@ def test_schemathesis_generates_a_case_for_every_operation(doc: dict[str, Any]) 
                 deadline=None,
                 suppress_health_check=list(HealthCheck),
             )
-            def generate(case: schemathesis.Case) -> None:
+            def generate(case: schemathesis.Case[Any]) -> None:
                 sent.append(case.as_transport_kwargs(base_url="http://127.0.0.1:9"))  # noqa: B023
 
             generate()
