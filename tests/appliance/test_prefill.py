@@ -194,3 +194,16 @@ def test_bad_prefill_requests_are_400(module_tmp: Path, upstream: Upstream) -> N
             status, res = app.admin("POST", "/admin/v1/prefill", body)
             assert status == 400 and res["error"], body
         assert app.admin("GET", "/admin/v1/prefill")[1]["jobs"] == []
+
+
+def test_jobs_wait_outside_the_fill_window(module_tmp: Path, upstream: Upstream) -> None:
+    key = "/v/pf8/r/seg-00001.m4s"
+    upstream.put(key, b"w" * 1000)
+    lt = time.localtime()
+    start = (lt.tm_hour + 12) % 24  # a one-hour window half a day away
+    window = f'[prefill]\nwindow = "{start:02d}:00-{(start + 1) % 24:02d}:00"\n'
+    with run_appliance(module_tmp / "a8", [upstream.base_url], workers=1, extra=window) as app:
+        job_id = submit(app, [key])
+        job = wait_job(app, job_id, timeout=10, state="waiting_window")
+        time.sleep(0.5)
+        assert upstream.count(key) == 0 and job["files_done"] == 0
