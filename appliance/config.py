@@ -68,6 +68,9 @@ class DiskConfig:
     path: Path
     size: int
     """Byte budget for cached objects on this disk."""
+    require_mount: bool = False
+    """Only use ``path`` if it is a mount point: a disk whose mount failed is taken out of
+    service instead of filling the root file system."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,7 +248,7 @@ def _from_section(root: Section, base: Path) -> ApplianceConfig:
         size = d.size("size", 0)
         if size < 16 * 2**20:
             raise ConfigError(f"{d.key('size')}: must be at least 16MiB")
-        disks.append(DiskConfig(path=p, size=size))
+        disks.append(DiskConfig(path=p, size=size, require_mount=d.bool("require_mount", False)))
         d.finish()
     if not disks:
         raise ConfigError("storage.disks: at least one [[storage.disks]] is required")

@@ -83,7 +83,7 @@ DISK_UP = Gauge(
     f"{NS}_disk_up",
     "1 when the disk is in service, 0 when failed.",
     ["disk"],
-    multiprocess_mode="min",
+    multiprocess_mode="livemin",
 )
 CONNECTIONS = Gauge(
     f"{NS}_open_connections", "Open client connections.", multiprocess_mode="livesum"

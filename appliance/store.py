@@ -171,6 +171,9 @@ class Disk:
         return self.failed is None
 
     def open(self) -> None:
+        if self.cfg.require_mount and not os.path.ismount(self.path):
+            self.fail("not a mount point (storage.disks.require_mount): is the disk mounted?")
+            return
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             self.env = lmdb.open(

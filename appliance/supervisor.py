@@ -57,8 +57,8 @@ from vodedge.tasks import TaskSet
 log = logging.getLogger("appliance.supervisor")
 
 STATS_INTERVAL = 5.0
-HUNG_AFTER = 6
-"""Consecutive unanswered stats polls (one per STATS_INTERVAL) before a worker is killed."""
+HUNG_AFTER_S = 30.0
+"""A ready worker whose control socket stays unanswered this long is killed and restarted."""
 
 
 def bind(host: str, port: int, backlog: int = 4096) -> socket.socket:
@@ -106,7 +106,7 @@ class Supervisor:
         self.window = TrafficWindow()
         self.draining = draining_flag(cfg.state_dir).exists()
         self.worker_stats: list[dict[str, Any] | None] = [None] * cfg.server.workers
-        self._unanswered = [0] * cfg.server.workers
+        self._unanswered_since: list[float | None] = [None] * cfg.server.workers
         self.tasks = TaskSet(log)
         self._stop = asyncio.Event()
         self._admin_runner: web.AppRunner | None = None
@@ -202,17 +202,22 @@ class Supervisor:
         for i, a in enumerate(answers):
             if isinstance(a, dict):
                 self.worker_stats[i] = a
-                self._unanswered[i] = 0
+                self._unanswered_since[i] = None
                 continue
             self.worker_stats[i] = None
             if isinstance(a, asyncio.CancelledError):
                 raise a
-            # A worker that stays unreachable well after it was ready is hung: restart it.
-            if self.workers.workers[i].ready_file.exists() and self.workers.uptime(i) > 30:
-                self._unanswered[i] += 1
-                if self._unanswered[i] >= HUNG_AFTER:
-                    self._unanswered[i] = 0
-                    self.workers.kill(i, str(a))
+            # A worker that stays unreachable after it was ready is hung: restart it.
+            if not self.workers.workers[i].ready_file.exists():
+                self._unanswered_since[i] = None
+                continue
+            now = time.monotonic()
+            since = self._unanswered_since[i]
+            if since is None:
+                self._unanswered_since[i] = now
+            elif now - since >= HUNG_AFTER_S:
+                self._unanswered_since[i] = None
+                self.workers.kill(i, str(a))
 
     async def _shutdown(self) -> int:
         self.notifier.stopping()

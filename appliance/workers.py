@@ -133,10 +133,6 @@ class WorkerSet:
             with contextlib.suppress(ProcessLookupError):
                 w.proc.kill()
 
-    def uptime(self, index: int) -> float:
-        w = self.workers[index]
-        return time.monotonic() - w.started if w.proc is not None else 0.0
-
     def _mark_dead(self, pid: int) -> None:
         from prometheus_client import multiprocess
 

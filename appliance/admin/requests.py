@@ -90,6 +90,8 @@ def parse_prefill(body: Any, cfg: PrefillConfig) -> PrefillSpec:
             seen.add(key)
             files.append(PrefillFile(key, size))
     rate = _int(b, "rate_bytes_per_s", 1024) or cfg.default_rate
+    if cfg.max_rate:
+        rate = min(rate, cfg.max_rate)
     concurrency = _int(b, "concurrency", 1, 64) or cfg.default_concurrency
     name = b.get("name", "")
     if not isinstance(name, str) or len(name) > 200:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.support.appliance_proc import Appliance, Upstream, run_appliance
+from tests.support.appliance_proc import Appliance, Upstream, run_appliance, start_appliance
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +77,6 @@ def test_status_reports_disks_workers_and_hit_ratio(app: Appliance, upstream: Up
     put_and_fetch(app, upstream, keys, size=100_000)
     for k in keys:
         fetch(app, k)  # 4 misses then 4 hits
-    import time
-
     time.sleep(1.2)  # workers fold hot counters into metrics once a second
     status, st = app.admin("GET", "/admin/v1/status")
     assert status == 200
@@ -192,3 +191,28 @@ def test_unknown_job_is_404(app: Appliance) -> None:
     assert app.admin("GET", "/admin/v1/prefill/0123456789abcdef")[0] == 404
     assert app.admin("GET", "/admin/v1/prefill/nothex")[0] == 404
     assert app.admin("DELETE", "/admin/v1/prefill/0123456789abcdef")[0] == 404
+
+
+def test_an_unmounted_disk_is_taken_out_not_filled(module_tmp: Path, upstream: Upstream) -> None:
+    var = module_tmp / "mnt"
+    disks = [(str(var / "disk0"), "32MiB"), (str(var / "disk1"), "32MiB")]
+    extra_line = "require_mount = true\n"
+    with run_appliance(var, [upstream.base_url], workers=1, disks=disks) as a:
+        pass  # both disks used: the baseline
+    cfg = a.config.read_text().replace(
+        f'path = "{var / "disk1"}"\n', f'path = "{var / "disk1"}"\n{extra_line}'
+    )
+    a.config.write_text(cfg)
+    app2 = start_appliance(a.config, var, a.port, 1)
+    try:
+        _, st = app2.admin("GET", "/admin/v1/status")
+        d0, d1 = st["disks"]
+        assert d0["healthy"] is True and d1["healthy"] is False
+        assert "not a mount point" in d1["error"]
+        assert st["state"] == "serving"  # the other disk serves
+        key = "/v/mnt/r/seg-00001.m4s"
+        upstream.put(key, b"m" * 5000)
+        assert fetch(app2, key).status_code == 200
+        assert app2.metric("vodedge_disk_up", disk=str(var / "disk1")) == 0
+    finally:
+        app2.proc.stop()

@@ -1,0 +1,117 @@
+"""Helpers for the operations tests: system tools, exported metric names, PromQL metric names.
+
+System tools (systemd-analyze, promtool, shellcheck) come from Debian packages that
+``scripts/ensure_test_tools.sh`` installs before ``make test``; a test that needs a missing one
+skips with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+FIRMWARE = REPO / "firmware-config"
+ALERTS = FIRMWARE / "prometheus" / "vodedge-appliance-alerts.yml"
+DASHBOARD = FIRMWARE / "grafana" / "vodedge-appliance.json"
+SYSCTL = FIRMWARE / "sysctl.d" / "90-vodedge-appliance.conf"
+UNIT = REPO / "systemd" / "vodedge-appliance.service"
+INSTALL = REPO / "systemd" / "install.sh"
+
+# Metrics the daemon gains with issue 3 (appliance/supmetrics.py, being written now). This list
+# goes away once they are registered by importing appliance.metrics.
+PENDING_METRICS = [
+    "vodedge_disk_objects",
+    "vodedge_draining",
+    "vodedge_worker_restarts_total",
+    "vodedge_workers_running",
+    "vodedge_start_time_seconds",
+    "vodedge_heartbeat_total",
+    "vodedge_heartbeat_last_success_timestamp_seconds",
+    "vodedge_prefill_bytes_total",
+    "vodedge_prefill_files_total",
+    "vodedge_prefill_jobs",
+    "vodedge_reloads_total",
+]
+
+
+def tool(name: str) -> str:
+    """Path of a system tool, or skip the test (scripts/ensure_test_tools.sh installs them)."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} is not installed (scripts/ensure_test_tools.sh installs it as root)")
+    return path
+
+
+def appliance_bin() -> str:
+    """The venv's vodedge-appliance console script."""
+    path = Path(sys.executable).parent / "vodedge-appliance"
+    if not path.exists():
+        found = shutil.which("vodedge-appliance")
+        assert found, "vodedge-appliance is not installed in this environment"
+        return found
+    return str(path)
+
+
+def run(argv: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run to completion; output captured as text, the exit status left to the caller."""
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False, env=env)
+
+
+def exported_metric_names() -> set[str]:
+    """Every sample name the appliance's /metrics can carry (registry + system collector)."""
+    from prometheus_client import REGISTRY
+
+    import appliance.metrics as m
+
+    families = [*REGISTRY.collect(), *m.SystemCollector(os.getpid()).collect()]
+    suffixes = {
+        "counter": ("_total",),
+        "histogram": ("_bucket", "_sum", "_count"),
+        "summary": ("", "_sum", "_count"),
+    }
+    names = {"up"}
+    for f in families:
+        if f.name.startswith("vodedge_"):
+            names.update(f.name + s for s in suffixes.get(f.type, ("",)))
+    names.update(PENDING_METRICS)
+    return names
+
+
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
+_MATCHERS = re.compile(r"\{[^{}]*\}")
+_RANGES = re.compile(r"\[[^\[\]]*\]")
+_GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)")
+_IDENT = re.compile(r"(?<![\w.:$])([A-Za-z_:][\w:]*)(\s*\()?")
+_KEYWORDS = {
+    *("by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset"),
+    *("and", "or", "unless", "atan2", "inf", "nan"),
+}
+
+
+def metric_names(expr: str) -> set[str]:
+    """Metric names a PromQL expression selects (not functions, labels or keywords)."""
+    e = _STRINGS.sub('""', expr)
+    e = _MATCHERS.sub(" ", e)
+    e = _RANGES.sub(" ", e)
+    e = _GROUPING.sub(" ", e)
+    return {
+        m.group(1)
+        for m in _IDENT.finditer(e)
+        if m.group(2) is None and m.group(1).lower() not in _KEYWORDS
+    }
+
+
+def promtool_check_exprs(exprs: list[str], tmp: Path) -> subprocess.CompletedProcess[str]:
+    """``promtool check rules`` over recording rules made of ``exprs``: Prometheus's own parser."""
+    rules = [{"record": f"check:expr{i}", "expr": e} for i, e in enumerate(exprs)]
+    f = tmp / "exprs.rules.yml"
+    f.write_text(yaml.safe_dump({"groups": [{"name": "exprs", "rules": rules}]}))
+    return run([tool("promtool"), "check", "rules", str(f)])
