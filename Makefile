@@ -20,6 +20,7 @@ run: install
 
 ## Install what is needed and run the test suite.
 test: install
+	bash scripts/ensure_test_tools.sh
 	$(PY) -m pytest -q
 
 ## ruff (lint + format check) and mypy (strict on our packages).

@@ -212,6 +212,8 @@ def _from_section(root: Section, base: Path) -> ApplianceConfig:
         listen=a.convert("listen", admin_listen, parse_listen) if admin_listen else None,
         token=a.str("token", ""),
     )
+    if admin.token.startswith("REPLACE-ME"):
+        raise ConfigError("admin.token: replace the placeholder with a random token")
     if admin.listen is not None and len(admin.token) < 16:
         raise ConfigError(
             "admin.token: at least 16 characters are required when admin.listen is set"

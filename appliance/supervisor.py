@@ -61,9 +61,13 @@ HUNG_AFTER_S = 30.0
 """A ready worker whose control socket stays unanswered this long is killed and restarted."""
 
 
-def bind(host: str, port: int, backlog: int = 4096) -> socket.socket:
+def bind(host: str, port: int, backlog: int = 65535) -> socket.socket:
+    """A listening socket; the kernel caps ``backlog`` at net.core.somaxconn (the sysctl file
+    raises it). IPv6 sockets are IPv6-only so "0.0.0.0:80" and "[::]:80" can both be listed."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     s = socket.socket(family, socket.SOCK_STREAM)
+    if family == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     s.bind((host, port))

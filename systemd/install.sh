@@ -20,6 +20,7 @@ Usage: install.sh [--root DIR] [--bin PATH] [--disk PATH]... [--no-enable]
                 (default: the one on PATH; under --root, its path inside DIR)
   --disk PATH   a cache disk mount point (repeatable): created owned by vodedge and made
                 writable for the service; a new config gets one [[storage.disks]] per --disk
+                (75% of its file system, require_mount = true)
   --no-enable   do not enable the service
   --help        this text
 EOF
@@ -73,7 +74,8 @@ done
 
 # A disk path goes into TOML strings and ReadWritePaths=: keep it to plain characters.
 check_disk_path() {
-    [[ $1 =~ ^/[A-Za-z0-9._/@+-]+$ ]] || die "cache disk $1: an absolute path of [A-Za-z0-9._/@+-] is needed"
+    [[ $1 =~ ^/[A-Za-z0-9._/@+-]+$ ]] ||
+        die "cache disk $1: an absolute path of [A-Za-z0-9._/@+-] is needed"
 }
 for d in "${DISKS[@]}"; do check_disk_path "$d"; done
 
@@ -181,7 +183,8 @@ disk_size() {
 }
 
 # The firmware config with: the admin token $1, systemd's run/state folders and, when disks
-# were given, one [[storage.disks]] per disk (replacing the example disk).
+# were given, one [[storage.disks]] per disk (replacing the example disk), each with
+# require_mount = true.
 render_config() {
     local blocks="" fs=() i j share
     for i in "${!DISKS[@]}"; do fs[i]=$(disk_fs "$P${DISKS[i]}"); done
@@ -191,7 +194,9 @@ render_config() {
             if [[ ${fs[j]} == "${fs[i]}" ]]; then share=$((share + 1)); fi
         done
         blocks+=$'[[storage.disks]]\n'"path = \"${DISKS[i]}\""$'\n'
-        blocks+="size = \"$(disk_size "${fs[i]##* }" "$share")\""$'\n\n'
+        blocks+="size = \"$(disk_size "${fs[i]##* }" "$share")\""$'\n'
+        # --disk names a mount point: never fill the root file system when it is not mounted
+        blocks+=$'require_mount = true\n\n'
     done
     VODEDGE_DISK_BLOCKS=$blocks awk -v token="$1" '
         BEGIN { disks = ENVIRON["VODEDGE_DISK_BLOCKS"] }
@@ -220,12 +225,28 @@ render_config() {
         }
         # The example disk blocks go; their comments stay.
         in_disks && !/^[ \t]*#/ { next }
-        sect == "admin" && /^[ \t]*token[ \t]*=/ { print "token = \"" token "\""; token_done = 1; next }
-        sect == "runtime" && /^[ \t]*run_dir[ \t]*=/ { print "run_dir = \"/run/vodedge\""; run_dir = 1; next }
-        sect == "runtime" && /^[ \t]*state_dir[ \t]*=/ { print "state_dir = \"/var/lib/vodedge\""; state_dir = 1; next }
+        sect == "admin" && /^[ \t]*token[ \t]*=/ {
+            print "token = \"" token "\""
+            token_done = 1
+            next
+        }
+        sect == "runtime" && /^[ \t]*run_dir[ \t]*=/ {
+            print "run_dir = \"/run/vodedge\""
+            run_dir = 1
+            next
+        }
+        sect == "runtime" && /^[ \t]*state_dir[ \t]*=/ {
+            print "state_dir = \"/var/lib/vodedge\""
+            state_dir = 1
+            next
+        }
         { print }
         END {
-            if (!runtime_done && sect != "runtime") { print ""; print "[runtime]"; sect = "runtime" }
+            if (!runtime_done && sect != "runtime") {
+                print ""
+                print "[runtime]"
+                sect = "runtime"
+            }
             finish_runtime()
             if (!token_done) exit 3
         }
@@ -234,7 +255,8 @@ render_config() {
 
 if [[ -e $CONF ]]; then
     say "kept existing /etc/vodedge/appliance.toml (never overwritten)"
-    ((${#DISKS[@]} == 0)) || warn "--disk does not change an existing config: edit [[storage.disks]] there"
+    ((${#DISKS[@]} == 0)) ||
+        warn "--disk does not change an existing config: edit [[storage.disks]] there"
 else
     token=$(random_token)
     ((${#token} >= 40)) || die "could not read random bytes for the admin token"
@@ -275,7 +297,8 @@ for d in "${ALL_DISKS[@]}"; do
     # Owner vodedge: set by systemd-tmpfiles below, on the host and at boot.
     chmod 0750 "$P$d"
     if ((ON_HOST)) && ! mountpoint -q "$d"; then
-        warn "$d is not a mount point: the cache would fill the file system holding it"
+        warn "$d is not a mount point: with require_mount = true the daemon reports it" \
+            "failed until a disk is mounted there; without it the cache fills the root file system"
     fi
 done
 
@@ -314,7 +337,8 @@ put_file "$P/etc/sysctl.d/90-vodedge-appliance.conf" 0644 \
     <"$SRC/firmware-config/sysctl.d/90-vodedge-appliance.conf"
 if ((ON_HOST)); then
     say "running: sysctl --system"
-    sysctl --system >/dev/null || warn "sysctl --system reported errors (a container?): check 'sysctl --system'"
+    sysctl --system >/dev/null ||
+        warn "sysctl --system reported errors (a container?): run it to see which"
 else
     say "would run on the target: sysctl --system (systemd-sysctl does it at boot)"
 fi

@@ -44,8 +44,16 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_shipped_default_config_is_valid() -> None:
-    r = cli("check-config", "-c", str(REPO_ROOT / "firmware-config" / "appliance.toml"))
+def test_shipped_default_config_is_valid_once_given_a_token(tmp_path: Path) -> None:
+    shipped = REPO_ROOT / "firmware-config" / "appliance.toml"
+    r = cli("check-config", "-c", str(shipped))
+    assert r.returncode == 2 and "admin.token: replace the placeholder" in r.stderr
+    text = shipped.read_text()
+    placeholder = 'token = "REPLACE-ME-with-a-random-token"'
+    assert placeholder in text
+    cfg = tmp_path / "appliance.toml"
+    cfg.write_text(text.replace(placeholder, 'token = "a-random-token-0123456789"'))
+    r = cli("check-config", "-c", str(cfg))
     assert r.returncode == 0, r.stderr
     assert "ok" in r.stdout
 

@@ -1,5 +1,5 @@
-"""firmware-config/prometheus/vodedge-appliance-alerts.yml: structure, metric names, Prometheus's own
-parser (promtool check rules) and the alerts' behaviour on made-up series (promtool test rules)."""
+"""The alerting rules: structure, metric names, Prometheus's own parser (promtool check rules)
+and the alerts' behaviour on made-up series (promtool test rules)."""
 
 from __future__ import annotations
 

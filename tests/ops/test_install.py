@@ -5,30 +5,27 @@ from __future__ import annotations
 import difflib
 import os
 import stat
-import subprocess
 import tomllib
 from pathlib import Path
 
 import pytest
 
+from tests.ops.tools import (
+    FIRMWARE,
+    INSTALL,
+    SYSCTL,
+    appliance_bin,
+    install,
+    install_ok,
+    run,
+    tool,
+)
 from vodedge.sizes import parse_size
-from tests.ops.tools import FIRMWARE, INSTALL, SYSCTL, appliance_bin, run, tool
 
 BIN = appliance_bin()
 UNIT_PATH = "etc/systemd/system/vodedge-appliance.service"
 DROPIN_PATH = "etc/systemd/system/vodedge-appliance.service.d/10-disks.conf"
 CONF_PATH = "etc/vodedge/appliance.toml"
-
-
-def install(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    root.mkdir(parents=True, exist_ok=True)
-    return run(["bash", str(INSTALL), "--root", str(root), *args])
-
-
-def install_ok(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    r = install(root, *args)
-    assert r.returncode == 0, r.stdout + r.stderr
-    return r
 
 
 def mode(p: Path) -> int:
@@ -40,6 +37,17 @@ def tree(root: Path) -> dict[str, tuple[int, bytes | None]]:
     out: dict[str, tuple[int, bytes | None]] = {}
     for p in sorted(root.rglob("*")):
         out[str(p.relative_to(root))] = (mode(p), p.read_bytes() if p.is_file() else None)
+    return out
+
+
+def template_disk_lines(template: str) -> set[str]:
+    """The settings inside the template's [[storage.disks]] blocks (install.sh replaces them)."""
+    out, inside = set(), False
+    for line in template.splitlines():
+        if line.startswith("["):
+            inside = line.strip() == "[[storage.disks]]"
+        elif inside and line.strip() and not line.startswith("#"):
+            out.add(line)
     return out
 
 
@@ -70,16 +78,17 @@ def test_config_is_the_firmware_config_with_a_token_and_systemd_paths(root: Path
     assert cfg["runtime"] == {"run_dir": "/run/vodedge", "state_dir": "/var/lib/vodedge"}
     [disk] = cfg["storage"]["disks"]
     assert disk["path"] == "/srv/disk0" and parse_size(disk["size"]) >= 16 * 2**20
+    assert disk["require_mount"] is True
     # Only those lines differ from the template: its comments and other settings are kept.
     template = (FIRMWARE / "appliance.toml").read_text()
     diff = list(difflib.ndiff(template.splitlines(), text.splitlines()))
     removed = {d[2:] for d in diff if d.startswith("- ")} - {"", "[[storage.disks]]"}
     added = {d[2:] for d in diff if d.startswith("+ ")} - {"", "[[storage.disks]]"}
+    tpl = tomllib.loads(template)
     assert removed == {
-        'token = "change-me"',
-        'run_dir = ""',
-        'path = "/srv/vodedge/disk0"',
-        'size = "100GB"',
+        f'token = "{tpl["admin"]["token"]}"',
+        f'run_dir = "{tpl["runtime"]["run_dir"]}"',
+        *template_disk_lines(template),
     }
     assert added == {
         f'token = "{token}"',
@@ -87,6 +96,7 @@ def test_config_is_the_firmware_config_with_a_token_and_systemd_paths(root: Path
         'state_dir = "/var/lib/vodedge"',
         'path = "/srv/disk0"',
         f'size = "{disk["size"]}"',
+        "require_mount = true",
     }
     # the install checked it with the real binary
     assert "config check passed" in (root / "install.out").read_text()
@@ -221,3 +231,51 @@ def test_scripts_are_shellcheck_clean() -> None:
     scripts = [INSTALL, INSTALL.parents[1] / "scripts" / "ensure_test_tools.sh"]
     r = run([tool("shellcheck"), *map(str, scripts)])
     assert r.returncode == 0, r.stdout
+
+
+# Installs into "/" inside a private mount namespace: /etc, /usr/lib, /srv and /var are overlays
+# whose changes land in $1/upper, /run is empty (no systemd to talk to) and /proc/sys is a tmpfs
+# (sysctl --system changes nothing). The host is never touched.
+HOST_SANDBOX = """
+set -eu
+t=$1
+shift
+for d in /etc /usr/lib /srv /var; do
+    mkdir -p "$t/upper$d" "$t/work$d"
+    mount -t overlay overlay -o "lowerdir=$d,upperdir=$t/upper$d,workdir=$t/work$d" "$d"
+done
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /proc/sys
+"$@"
+"""
+
+
+def test_install_on_the_host_creates_the_user_owners_and_enables(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a private mount namespace")
+    if Path("/etc/vodedge").exists():
+        pytest.skip("this host already has /etc/vodedge")
+    for cmd in ("systemd-sysusers", "systemd-tmpfiles", "systemctl"):
+        tool(cmd)
+    argv = [tool("unshare"), "--mount", "--propagation", "private", "bash", "-c", HOST_SANDBOX]
+    r = run([*argv, "sandbox", str(tmp_path), "bash", str(INSTALL), "--bin", BIN])
+    if r.returncode != 0 and "vodedge install" not in r.stdout and "install.sh" not in r.stderr:
+        pytest.skip(f"no private mount namespace with overlays here: {r.stderr.strip()}")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "running: systemd-sysusers" in r.stdout and "would run" not in r.stdout
+    upper = tmp_path / "upper"
+    passwd = upper / "etc/passwd"
+    users = passwd.read_text() if passwd.exists() else Path("/etc/passwd").read_text()
+    [entry] = [ln.split(":") for ln in users.splitlines() if ln.startswith("vodedge:")]
+    uid, gid = int(entry[2]), int(entry[3])
+    assert entry[6] == "/usr/sbin/nologin" and uid < 1000  # a system user
+    for path, owner, perms in [
+        ("etc/vodedge", (0, gid), 0o750),
+        ("etc/vodedge/appliance.toml", (0, gid), 0o640),
+        ("srv/vodedge/disk0", (uid, gid), 0o750),
+    ]:
+        st = (upper / path).stat()
+        assert ((st.st_uid, st.st_gid), mode(upper / path)) == (owner, perms), path
+    wants = upper / "etc/systemd/system/multi-user.target.wants/vodedge-appliance.service"
+    assert os.readlink(wants) == "/etc/systemd/system/vodedge-appliance.service"
+    assert "config check passed" in r.stdout

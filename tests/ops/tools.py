@@ -25,21 +25,6 @@ SYSCTL = FIRMWARE / "sysctl.d" / "90-vodedge-appliance.conf"
 UNIT = REPO / "systemd" / "vodedge-appliance.service"
 INSTALL = REPO / "systemd" / "install.sh"
 
-# Metrics the daemon gains with issue 3 (appliance/supmetrics.py, being written now). This list
-# goes away once they are registered by importing appliance.metrics.
-PENDING_METRICS = [
-    "vodedge_disk_objects",
-    "vodedge_draining",
-    "vodedge_worker_restarts_total",
-    "vodedge_workers_running",
-    "vodedge_start_time_seconds",
-    "vodedge_heartbeat_total",
-    "vodedge_heartbeat_last_success_timestamp_seconds",
-    "vodedge_prefill_bytes_total",
-    "vodedge_prefill_files_total",
-    "vodedge_prefill_jobs",
-    "vodedge_reloads_total",
-]
 
 
 def tool(name: str) -> str:
@@ -65,11 +50,24 @@ def run(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Comple
     return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False, env=env)
 
 
+def install(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """systemd/install.sh into the directory tree ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
+    return run(["bash", str(INSTALL), "--root", str(root), *args])
+
+
+def install_ok(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    r = install(root, *args)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r
+
+
 def exported_metric_names() -> set[str]:
     """Every sample name the appliance's /metrics can carry (registry + system collector)."""
     from prometheus_client import REGISTRY
 
     import appliance.metrics as m
+    import appliance.supmetrics  # noqa: F401  (registers the supervisor's metrics)
 
     families = [*REGISTRY.collect(), *m.SystemCollector(os.getpid()).collect()]
     suffixes = {
@@ -81,7 +79,6 @@ def exported_metric_names() -> set[str]:
     for f in families:
         if f.name.startswith("vodedge_"):
             names.update(f.name + s for s in suffixes.get(f.type, ("",)))
-    names.update(PENDING_METRICS)
     return names
 
 
