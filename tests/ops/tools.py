@@ -26,7 +26,6 @@ UNIT = REPO / "systemd" / "vodedge-appliance.service"
 INSTALL = REPO / "systemd" / "install.sh"
 
 
-
 def tool(name: str) -> str:
     """Path of a system tool, or skip the test (scripts/ensure_test_tools.sh installs them)."""
     path = shutil.which(name)
