@@ -1,0 +1,218 @@
+"""Output cadence and chunk planning (pure), argv builders, and real chunk joins (x264, x265)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from origin.media.chunks import (
+    Chunk,
+    ChunkPlan,
+    audio_filter,
+    audio_sample_limit,
+    codec_args,
+    concat_chunks,
+    concat_list,
+    encode_chunk,
+    frame_count,
+    gop_frames,
+    output_fps,
+    plan_chunks,
+    split_frames,
+    video_args,
+)
+from origin.media.ladder import ReferenceRung, Rung, plan_ladder
+from origin.media.probe import ProbeResult, probe_file
+from origin.media.tools import MediaError, Tools
+from tests.origin.media.conftest import keyframe_times
+
+F = Fraction
+
+
+def probe_result(**changes: object) -> ProbeResult:
+    base = ProbeResult(
+        format_name="mov,mp4,m4a,3gp,3g2,mj2",
+        size_bytes=1000,
+        duration=10.0,
+        video_codec="h264",
+        video_index=0,
+        video_start=0.0,
+        width=640,
+        height=360,
+        sample_aspect=F(1),
+        fps=F(25),
+        pix_fmt="yuv420p",
+        rotation=0,
+        has_audio=True,
+        audio_index=1,
+        audio_start=0.0,
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("source", "out"),
+    [
+        (F(25), F(25)),
+        (F(24000, 1001), F(24000, 1001)),
+        (F(2987, 100), F(30000, 1001)),  # a phone's variable rate
+        (F(50), F(50)),
+        (F(120), F(60)),
+        (F(240), F(60)),
+        (F(120000, 1001), F(60000, 1001)),
+        (F(15), F(15)),
+        (F(25, 2), F(25, 2)),
+        (F(1, 3), F(1)),
+    ],
+)
+def test_output_fps(source: Fraction, out: Fraction) -> None:
+    assert output_fps(source) == out
+
+
+@pytest.mark.parametrize(
+    ("fps", "gop"), [(F(25), 50), (F(24000, 1001), 48), (F(30000, 1001), 60), (F(60), 120)]
+)
+def test_gop_is_two_seconds_of_frames(fps: Fraction, gop: int) -> None:
+    assert gop_frames(fps) == gop
+
+
+def test_frame_count_tolerates_float_rounding() -> None:
+    assert frame_count(9.99999, F(25)) == 250
+    assert frame_count(10.03, F(25)) == 250
+    assert frame_count(10.0, F(30000, 1001)) == 299
+
+
+def test_split_frames_cuts_whole_gops_and_leaves_the_rest_last() -> None:
+    assert split_frames(250, 50, 2) == (Chunk(0, 0, 100), Chunk(1, 100, 100), Chunk(2, 200, 50))
+    assert split_frames(100, 50, 2) == (Chunk(0, 0, 100),)
+    assert split_frames(30, 50, 6) == (Chunk(0, 0, 30),)
+    chunks = split_frames(7211, 48, 6)
+    assert sum(c.frames for c in chunks) == 7211
+    assert all(c.start_frame % 48 == 0 for c in chunks)
+    assert all(c.frames == 288 for c in chunks[:-1])
+    with pytest.raises(ValueError):
+        split_frames(0, 50, 2)
+
+
+def test_plan_chunks_for_a_ntsc_source() -> None:
+    probe = probe_result(duration=60.06, fps=F(30000, 1001), video_start=0.033)
+    plan = plan_chunks(probe)
+    assert (plan.fps, plan.gop_frames, plan.total_frames) == (F(30000, 1001), 60, 1800)
+    assert [c.frames for c in plan.chunks] == [360] * 5
+    assert plan.duration == F(1800 * 1001, 30000)
+    assert plan.start_seconds(plan.chunks[1]) == F(360 * 1001, 30000)
+    # half a frame early, on the file's clock
+    assert plan.seek_seconds(plan.chunks[1]) == pytest.approx(0.033 + 12.012 - 0.5 * 1001 / 30000)
+    assert plan.seek_seconds(plan.chunks[0]) == 0.0
+    assert ChunkPlan.from_dict(plan.as_dict()) == plan
+
+
+def test_plan_chunks_halves_high_frame_rates() -> None:
+    plan = plan_chunks(probe_result(duration=10.0, fps=F(120)), chunk_seconds=4)
+    assert (plan.fps, plan.gop_frames, plan.total_frames) == (F(60), 120, 600)
+    assert [c.frames for c in plan.chunks] == [240, 240, 120]
+    # half a *source* frame before the boundary: never picks the previous source frame
+    assert plan.seek_seconds(plan.chunks[1]) == pytest.approx(4.0 - 0.5 / 120)
+
+
+def rung(codec: str = "h264", width: int = 320, height: int = 180) -> Rung:
+    name = f"{codec}-{height}p"
+    return Rung(name, codec, width, height, 300, 450, 600)  # type: ignore[arg-type]
+
+
+def test_video_args_fix_the_gop_and_the_frame_count() -> None:
+    plan = plan_chunks(probe_result(), chunk_seconds=4)
+    args = video_args(Path("ffmpeg"), Path("in.mp4"), plan, plan.chunks[1], rung(), Path("o.mp4"))
+    text = " ".join(args)
+    assert "-ss 3.980000 -i in.mp4" in text  # input seeking, before -i
+    assert "-frames:v 100" in text
+    assert "setpts=PTS-STARTPTS,fps=25,scale=320:180,setsar=1,format=yuv420p" in text
+    assert "keyint=50:min-keyint=50:scenecut=0:open-gop=0:stitchable=1" in text
+    assert "-force_key_frames expr:eq(mod(n,50),0)" in text
+    assert "-b:v 300k -maxrate 450k -bufsize 600k" in text
+    first = video_args(Path("f"), Path("i"), plan, plan.chunks[0], rung(), Path("o"))
+    assert "-ss" not in first
+    with pytest.raises(ValueError):
+        video_args(Path("f"), Path("i"), plan, plan.chunks[0], rung(), Path("o"), preset="x")
+
+
+def test_codec_args_per_codec() -> None:
+    hevc = " ".join(codec_args(rung("hevc"), 48, preset="veryfast", threads=1))
+    assert "libx265" in hevc and "-tag:v hvc1" in hevc
+    assert "keyint=48:min-keyint=48:scenecut=0:open-gop=0:pools=1:frame-threads=1" in hevc
+    av1 = " ".join(codec_args(rung("av1"), 48, preset="veryfast", threads=2))
+    assert "libsvtav1 -preset 10" in av1 and "-maxrate" not in av1
+    assert "keyint=48:scd=0:irefresh-type=2:lp=2" in av1
+
+
+def test_audio_is_cut_to_whole_aac_frames_inside_the_video() -> None:
+    assert audio_sample_limit(F(10)) == 468 * 1024  # 9.984 s <= 10 s
+    assert audio_sample_limit(F(1024, 48000)) == 1024
+    assert audio_sample_limit(F(1023, 48000)) == 0
+    for frames in range(1, 2000, 37):
+        limit = F(frames * 1001, 30000)
+        samples = audio_sample_limit(limit)
+        assert samples % 1024 == 0
+        assert F(samples, 48000) <= limit < F(samples + 1024, 48000)
+
+
+def test_audio_filter_puts_audio_on_the_video_clock() -> None:
+    late = audio_filter(probe_result(audio_start=0.25, video_start=0.0), 1024)
+    assert "adelay=delays=250:all=1" in late and late.endswith("atrim=end_sample=1024")
+    early = audio_filter(probe_result(audio_start=0.0, video_start=0.1), 2048)
+    assert "atrim=start=0.100000,asetpts=PTS-STARTPTS" in early
+    assert "channel_layouts=stereo" in early and "sample_rates=48000" in early
+
+
+def test_concat_list_quotes_paths(tmp_path: Path) -> None:
+    text = concat_list([tmp_path / "a.mp4", tmp_path / "it's.mp4"])
+    assert text.splitlines()[0] == "ffconcat version 1.0"
+    assert f"file '{tmp_path}/it'\\''s.mp4'" in text
+
+
+async def test_hevc_chunks_join_with_aligned_idr_frames(
+    tools: Tools, small_clip: Path, tmp_path: Path
+) -> None:
+    probe = await probe_file(tools, small_clip)
+    plan = plan_chunks(probe, chunk_seconds=2)
+    assert [c.frames for c in plan.chunks] == [50, 50]
+    [hevc] = plan_ladder(320, 180, None, reference=[ReferenceRung(180, 200, "hevc")])
+    paths = [tmp_path / f"{c.index}.mp4" for c in plan.chunks]
+    await asyncio.gather(
+        *(
+            encode_chunk(tools, small_clip, plan, c, hevc, p, preset="ultrafast")
+            for c, p in zip(plan.chunks, paths, strict=True)
+        )
+    )
+    joined = await concat_chunks(tools, paths, tmp_path / "hevc.mp4", expected_frames=100)
+    assert (joined.codec, joined.width, joined.height, joined.packets) == ("hevc", 320, 180, 100)
+    assert keyframe_times(tools, tmp_path / "hevc.mp4") == [0.0, 2.0]
+
+
+async def test_chunks_with_different_parameters_are_not_joined(
+    tools: Tools, small_clip: Path, tmp_path: Path
+) -> None:
+    probe = await probe_file(tools, small_clip)
+    plan = plan_chunks(probe, chunk_seconds=2)
+    a, b = tmp_path / "a.mp4", tmp_path / "b.mp4"
+    await encode_chunk(tools, small_clip, plan, plan.chunks[0], rung(), a, preset="ultrafast")
+    other = replace(rung(), width=256, height=144)
+    await encode_chunk(tools, small_clip, plan, plan.chunks[1], other, b, preset="ultrafast")
+    with pytest.raises(MediaError, match="codec parameters differ"):
+        await concat_chunks(tools, [a, b], tmp_path / "joined.mp4")
+
+
+async def test_a_chunk_past_the_end_fails_its_frame_check(
+    tools: Tools, small_clip: Path, tmp_path: Path
+) -> None:
+    probe = await probe_file(tools, small_clip)
+    plan = plan_chunks(replace(probe, duration=8.0), chunk_seconds=4)  # the clip has 4 s
+    with pytest.raises(MediaError, match="expected 100") as info:
+        await encode_chunk(
+            tools, small_clip, plan, plan.chunks[1], rung(), tmp_path / "x.mp4", preset="ultrafast"
+        )
+    assert info.value.step == "encode h264-180p chunk 1"
