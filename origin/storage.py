@@ -8,6 +8,12 @@ Every file's strong ETag is the quoted xxh3-128 hex digest of its bytes. Publish
 change, so the digest is computed once and remembered per ``(real path, size, mtime_ns)``.
 All file system work of one call (resolve, open, fstat, hash) happens in one worker-thread hop.
 
+Writing (the encode pipeline and the API): a title is built in a staging directory that
+:meth:`LocalStorage.staging_dir` places inside the root (same file system, never reachable by a
+``/v/`` key), then :meth:`LocalStorage.publish` renames it to ``v/{video_id}`` in one step, so
+readers see all of a title or none of it. :meth:`LocalStorage.remove_video` renames the title
+away first and deletes it afterwards, for the same reason.
+
 Errors: :class:`vodedge.paths.PathError` for a key that is not an object path;
 :class:`StorageError` for a file that exists but cannot be read (I/O error, permissions).
 """
@@ -18,7 +24,9 @@ import asyncio
 import errno
 import io
 import os
+import shutil
 import stat
+import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -94,6 +102,32 @@ class MediaStorage(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """One file of a published title."""
+
+    key: str
+    """Object path ``/v/{video_id}/...``."""
+    size: int
+
+
+class MediaWriter(Protocol):
+    """Publishing and removing whole titles (what the pipeline and the API need)."""
+
+    def staging_dir(self, video_id: str) -> Path:
+        """A fresh, empty directory to build the title in (blocking)."""
+        ...
+
+    async def publish(self, video_id: str, staging: Path) -> list[StoredFile]:
+        """Make ``staging`` the title ``video_id`` in one step, replacing a previous copy;
+        return its files in path order."""
+        ...
+
+    async def remove_video(self, video_id: str) -> bool:
+        """Remove the title's files; False if there were none."""
+        ...
+
+
 def validate_key(key: str) -> str:
     """Return ``key`` if it is a plain object path (no token); raise PathError otherwise."""
     parsed = parse_object_path(key)
@@ -144,12 +178,93 @@ def file_etag(fd: int, size: int) -> str:
     return f'"{h.hexdigest()}"'
 
 
+STAGING = ".staging"
+"""Directory under the root for titles being built or removed (no ``/v/`` key reaches it)."""
+
+
+def _check_video_id(video_id: str) -> str:
+    validate_key(f"/v/{video_id}/x")
+    return video_id
+
+
+def list_files(directory: Path, video_id: str) -> list[StoredFile]:
+    """Regular files below ``directory`` as keys of title ``video_id`` (blocking)."""
+    files: list[StoredFile] = []
+    for dirpath, dirnames, filenames in os.walk(directory):
+        dirnames.sort()
+        rel = os.path.relpath(dirpath, directory)
+        for name in sorted(filenames):
+            st = os.lstat(os.path.join(dirpath, name))
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            parts = [] if rel == "." else rel.split(os.sep)
+            files.append(StoredFile("/".join(["", "v", video_id, *parts, name]), st.st_size))
+    files.sort(key=lambda f: f.key)
+    return files
+
+
 class LocalStorage:
     """Published media in a local directory: ``{root}/v/{video_id}/...``."""
 
     def __init__(self, root: Path, etags: EtagCache | None = None) -> None:
         self.root = root
         self._etags = etags if etags is not None else EtagCache()
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def staging_dir(self, video_id: str) -> Path:
+        _check_video_id(video_id)
+        base = self.root / STAGING
+        base.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f"{video_id}.", dir=base))
+
+    async def publish(self, video_id: str, staging: Path) -> list[StoredFile]:
+        _check_video_id(video_id)
+        return await asyncio.to_thread(self._publish_blocking, video_id, staging)
+
+    async def remove_video(self, video_id: str) -> bool:
+        _check_video_id(video_id)
+        return await asyncio.to_thread(self._remove_blocking, video_id)
+
+    def _title_dir(self, video_id: str) -> Path:
+        return self.root / "v" / video_id
+
+    def _publish_blocking(self, video_id: str, staging: Path) -> list[StoredFile]:
+        if staging.resolve().parent != (self.root / STAGING).resolve():
+            raise ValueError(f"{staging} is not a staging directory of {self.root}")
+        files = list_files(staging, video_id)
+        target = self._title_dir(video_id)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _fsync_tree(staging)
+        old = self._take_away(video_id)
+        os.rename(staging, target)
+        _fsync_dir(target.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return files
+
+    def _remove_blocking(self, video_id: str) -> bool:
+        old = self._take_away(video_id)
+        if old is None:
+            return False
+        shutil.rmtree(old, ignore_errors=True)
+        return True
+
+    def _take_away(self, video_id: str) -> Path | None:
+        """Rename the title (if any) into the staging area; return where it went."""
+        target = self._title_dir(video_id)
+        base = self.root / STAGING
+        base.mkdir(parents=True, exist_ok=True)
+        away = Path(tempfile.mkdtemp(prefix=f"{video_id}.removed.", dir=base))
+        try:
+            os.rename(target, away / "t")
+        except FileNotFoundError:
+            os.rmdir(away)
+            return None
+        _fsync_dir(target.parent)
+        return away
+
+    # -- reading -----------------------------------------------------------------------------
 
     async def stat(self, key: str) -> ObjectInfo | None:
         validate_key(key)
@@ -209,3 +324,23 @@ class LocalStorage:
                 raise StorageError(e.errno, f"cannot read {key}: {e.strerror}") from e
             self._etags.put(cache_key, etag)
         return ObjectInfo(size=st.st_size, mtime=st.st_mtime, etag=etag)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush every file and directory below ``root`` so that a rename publishes whole files."""
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
