@@ -2,11 +2,12 @@
 
 Usage (from the repo root, after ``bash bench/install_refs.sh``)::
 
-    .venv/bin/python bench/run_all.py            # full runs (about 7 minutes)
-    .venv/bin/python bench/run_all.py --quick    # short runs (about 2 minutes)
+    .venv/bin/python bench/run_all.py            # full runs (about 20 minutes)
+    .venv/bin/python bench/run_all.py --quick    # short runs (about 6 minutes)
 
 Runs, each as its own process with its output shown as it comes: ``bench/hit_throughput.py``,
-``bench/single_flight.py`` and, when it exists, ``bench/policy_sim.py``. JSON results go to
+``bench/single_flight.py``, ``bench/policy_sim.py``, ``bench/per_title.py`` and
+``bench/encode_speed.py`` (those not present are skipped). JSON results go to
 ``bench/results/{name}-{timestamp}.json`` (git-ignored). Exit status: 0 when every benchmark ran
 (a missed target is a result, not a failure), 1 otherwise.
 """
@@ -22,7 +23,7 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
-BENCHMARKS = ("hit_throughput", "single_flight", "policy_sim")
+BENCHMARKS = ("hit_throughput", "single_flight", "policy_sim", "per_title", "encode_speed")
 
 
 def argv_for(name: str, quick: bool, results: Path) -> list[str] | None:
