@@ -1,9 +1,13 @@
-"""``vodedge-origin``: serve published media, check a config file, make the sample title.
+"""``vodedge-origin``: serve media and the API, check a config, make the sample, ingest a file.
 
 ```
-vodedge-origin serve -c FILE          foreground daemon; SIGTERM/SIGINT -> exit 0
+vodedge-origin serve -c FILE          foreground daemon (media + API); SIGTERM/SIGINT -> exit 0
+vodedge-origin worker -c FILE [--once] encode worker (run as many as wanted); SIGTERM -> finish
+                                      running jobs within pipeline.shutdown_grace_s, exit 0
 vodedge-origin check-config -c FILE   validate and print a summary
 vodedge-origin make-sample --out DIR [--video-id sample] [--seconds 12]
+vodedge-origin ingest FILE --title T --server URL [--token T] [--description D] [--tag X ...]
+                      [--part-size 8MiB] [--no-follow]
 ```
 
 Errors and exit codes::
@@ -12,7 +16,10 @@ Errors and exit codes::
     SampleError (origin.sample)          -> 1, one line (with the tool's stderr tail)
       ├── ToolNotFound
       └── ToolError
+    CatalogError opening cfg.catalog.path -> 1
     OSError while binding a listen address -> 1
+    ingest: see origin.ingest (0 READY or uploaded, 1 failed, 2 usage)
+    worker: see origin.pipeline.worker (0 stopped, 1 cannot start or a slot crashed)
 """
 
 from __future__ import annotations
@@ -25,6 +32,9 @@ import sys
 from pathlib import Path
 
 from origin import config as origin_config
+from origin import ingest
+from origin.api import ApiSettings, make_api
+from origin.catalog import CatalogError, SqliteCatalog
 from origin.sample import (
     DEFAULT_SECONDS,
     DEFAULT_VIDEO_ID,
@@ -49,15 +59,22 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vodedge-origin", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"vodedge-origin {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    for name, text in (("serve", "serve published media"), ("check-config", "validate config")):
+    for name, text in (
+        ("serve", "serve published media and the API"),
+        ("worker", "run encode jobs from the catalog's queue"),
+        ("check-config", "validate config"),
+    ):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("-c", "--config", required=True, type=Path, help="TOML config file")
+        if name == "worker":
+            cmd.add_argument("--once", action="store_true", help="exit when no job is left to run")
     sample = sub.add_parser("make-sample", help="generate the sample title (test pattern)")
     sample.add_argument("--out", required=True, type=Path, help="media root (holds v/...)")
     sample.add_argument("--video-id", default=DEFAULT_VIDEO_ID, help="default: %(default)s")
     sample.add_argument(
         "--seconds", type=int, default=DEFAULT_SECONDS, help="duration (default: %(default)s)"
     )
+    ingest.add_arguments(sub.add_parser("ingest", help="upload a video file to an origin"))
     return p
 
 
@@ -66,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     command: str = args.command
     if command == "make-sample":
         return _make_sample(args.out, args.video_id, args.seconds)
+    if command == "ingest":
+        return ingest.run(args)
     try:
         cfg = origin_config.load(args.config)
     except ConfigError as e:
@@ -73,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     if command == "check-config":
         return _check_config(cfg)
+    if command == "worker":
+        from origin.pipeline import worker  # the encoder side; `serve` does not need it
+
+        return worker.main(cfg, once=args.once, grace_s=cfg.pipeline.shutdown_grace_s)
     return _serve(cfg)
 
 
@@ -92,7 +115,7 @@ def _serve(cfg: origin_config.OriginConfig) -> int:
         # against 886 MB/s at 0.98 CPU-s (uvloop, chunked reads).
         with asyncio.Runner() as runner:
             runner.run(_serve_async(cfg))
-    except OSError as e:
+    except (OSError, CatalogError) as e:
         print(f"vodedge-origin: cannot serve: {e}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
@@ -108,8 +131,17 @@ async def _serve_async(cfg: origin_config.OriginConfig) -> None:
             "media root is not a directory; every object is 404",
             extra={"root": str(cfg.media.root)},
         )
-    app = make_app(LocalStorage(cfg.media.root))
-    await serve_until(app, cfg.server.listen, stop)
+    if not cfg.api.tokens:
+        log.warning("api.tokens is empty: every API call that needs a token is refused (401)")
+    catalog = await asyncio.to_thread(
+        SqliteCatalog.open, cfg.catalog.path, busy_timeout_s=cfg.catalog.busy_timeout_s
+    )
+    try:
+        storage = LocalStorage(cfg.media.root)
+        api = make_api(catalog, storage, ApiSettings.from_config(cfg))
+        await serve_until(make_app(storage, api), cfg.server.listen, stop)
+    finally:
+        await asyncio.to_thread(catalog.close)
 
 
 def _make_sample(out: Path, video_id: str, seconds: int) -> int:

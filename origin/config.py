@@ -29,6 +29,7 @@ retry_base_s = 5.0               # back-off after a failed attempt: base * 2**(n
 retry_max_s = 300.0              # ... capped here
 poll_s = 1.0                     # an idle worker looks for work this often
 concurrency = 1                  # jobs one worker process runs at once
+shutdown_grace_s = 30.0          # on SIGTERM running jobs may finish this long, then are cancelled
 encoder_threads = 1              # threads per ffmpeg encode (1 scales best across workers)
 preset = "veryfast"              # x264/x265 preset
 chunk_seconds = 10               # GOP-aligned chunk length of the parallel encode
@@ -121,6 +122,9 @@ class PipelineConfig:
     """How often an idle worker looks for a job."""
     concurrency: int = 1
     """Jobs one worker process runs at once (each is one ffmpeg)."""
+    shutdown_grace_s: float = 30.0
+    """On SIGTERM, running jobs may finish for this long; then they are cancelled and their
+    leases expire (another worker redoes them). Keep it under systemd's TimeoutStopSec."""
     encoder_threads: int = 1
     """Threads per encode. One per job scales best: parallelism comes from chunks."""
     preset: str = "veryfast"
@@ -288,6 +292,7 @@ def _pipeline(s: Section) -> PipelineConfig:
         retry_max_s=retry_max_s,
         poll_s=s.float("poll_s", d.poll_s, minimum=0.01),
         concurrency=s.int("concurrency", d.concurrency, minimum=1),
+        shutdown_grace_s=s.float("shutdown_grace_s", d.shutdown_grace_s, minimum=0.0),
         encoder_threads=s.int("encoder_threads", d.encoder_threads, minimum=1),
         preset=preset,
         chunk_seconds=chunk_seconds,

@@ -1,4 +1,5 @@
-"""The origin's HTTP side: ``GET``/``HEAD /v/{video_id}/...`` of published files, ``/healthz``.
+"""The origin's HTTP side: ``GET``/``HEAD /v/{video_id}/...`` of published files, ``/healthz``,
+and the API under ``/api/v1`` (:mod:`origin.api`) when :func:`make_app` is given one.
 
 Per request: validate the raw path (400), open the object in one worker-thread hop (404 when
 missing), decide the answer with the pure :func:`plan_response`, then send the bytes with
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from aiohttp import hdrs, web
 from aiohttp.abc import AbstractAccessLogger
 
+from origin.api import mount
 from origin.storage import MediaStorage, ObjectInfo, OpenObject, StorageError
 from vodedge.httpspec import (
     IMMUTABLE_CACHE_CONTROL,
@@ -194,10 +196,14 @@ class OriginRoutes:
             return response
 
 
-def make_app(storage: MediaStorage) -> web.Application:
+def make_app(storage: MediaStorage, api: web.Application | None = None) -> web.Application:
+    """Static ``/v/...`` serving and ``/healthz``; with ``api`` (:func:`origin.api.make_api`),
+    the API under ``/api/v1`` too."""
     routes = OriginRoutes(storage)
     app = web.Application()
     app.router.add_get("/healthz", routes.healthz)
+    if api is not None:
+        mount(app, api)  # before the catch-all below
     app.router.add_get("/{tail:.*}", routes.get_object)  # allow_head: HEAD mirrors GET
     return app
 

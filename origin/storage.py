@@ -238,7 +238,7 @@ class LocalStorage:
         _fsync_tree(staging)
         old = self._take_away(video_id)
         os.rename(staging, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return files
@@ -261,7 +261,7 @@ class LocalStorage:
         except FileNotFoundError:
             os.rmdir(away)
             return None
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         return away
 
     # -- reading -----------------------------------------------------------------------------
@@ -326,7 +326,8 @@ class LocalStorage:
         return ObjectInfo(size=st.st_size, mtime=st.st_mtime, etag=etag)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (a rename, a new file) durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -343,4 +344,4 @@ def _fsync_tree(root: Path) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        _fsync_dir(Path(dirpath))
+        fsync_dir(Path(dirpath))

@@ -19,7 +19,6 @@ from aiohttp import web
 from appliance.admin.openapi import document
 from appliance.admin.requests import (
     BadRequest,
-    bearer_ok,
     decode_cursor,
     encode_cursor,
     parse_contents_query,
@@ -31,6 +30,7 @@ from appliance.config import PrefillConfig
 from appliance.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from appliance.prefill_runner import PrefillManager, UnknownJob
 from vodedge import __version__
+from vodedge.bearer import bearer_ok
 
 log = logging.getLogger("appliance.admin")
 

@@ -10,6 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from vodedge.openapi import JSON, operation
+from vodedge.openapi import json_response as _json_response
+from vodedge.openapi import number as _num
+from vodedge.openapi import obj as _obj
+from vodedge.openapi import query as _query
+from vodedge.openapi import ref as _ref
+from vodedge.openapi import string as _str
+
 OPENAPI_VERSION = "3.0.3"
 
 # The same rules as appliance.admin.requests and vodedge.paths (a coarser form of them).
@@ -20,7 +28,6 @@ MAX_KEY_LEN = 400
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
 
-JSON = "application/json"
 TEXT = "text/plain"
 
 SECURITY_SCHEME = "bearerAuth"
@@ -30,40 +37,12 @@ def _security(authenticated: bool) -> list[dict[str, list[str]]]:
     return [{SECURITY_SCHEME: []}] if authenticated else []
 
 
-def _ref(name: str) -> dict[str, Any]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
 def _nullable(type_: str, description: str, **extra: Any) -> dict[str, Any]:
     return {"type": type_, "nullable": True, "description": description, **extra}
 
 
 def _int(description: str, **extra: Any) -> dict[str, Any]:
     return {"type": "integer", "format": "int64", "minimum": 0, "description": description, **extra}
-
-
-def _num(description: str, **extra: Any) -> dict[str, Any]:
-    return {"type": "number", "description": description, **extra}
-
-
-def _str(description: str, **extra: Any) -> dict[str, Any]:
-    return {"type": "string", "description": description, **extra}
-
-
-def _obj(
-    description: str,
-    properties: dict[str, Any],
-    *,
-    closed: bool = False,
-    required: list[str] | None = None,
-) -> dict[str, Any]:
-    """An object schema: every field required (responses) unless ``required`` says which."""
-    schema: dict[str, Any] = {"type": "object", "description": description}
-    schema["required"] = list(properties) if required is None else required
-    schema["properties"] = properties
-    if closed:
-        schema["additionalProperties"] = False
-    return schema
 
 
 def _object_path(description: str) -> dict[str, Any]:
@@ -348,10 +327,6 @@ def _schemas() -> dict[str, Any]:
     }
 
 
-def _json_response(description: str, schema: str, **extra: Any) -> dict[str, Any]:
-    return {"description": description, "content": {JSON: {"schema": _ref(schema)}}, **extra}
-
-
 def _error(description: str) -> dict[str, Any]:
     return _json_response(description, "Error")
 
@@ -377,15 +352,17 @@ def _operation(
     description: str | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    op: dict[str, Any] = {"operationId": operation_id, "summary": summary, "tags": [tag]}
-    if description:
-        op["description"] = description
-    op.update(extra)
-    op["security"] = _security(authenticated)
     if authenticated:
         responses = responses | {"401": _unauthorized()}
-    op["responses"] = responses
-    return op
+    return operation(
+        operation_id,
+        summary,
+        tag,
+        responses,
+        security=_security(authenticated),
+        description=description,
+        **extra,
+    )
 
 
 def _text(description: str, example: str | None = None) -> dict[str, Any]:
@@ -393,16 +370,6 @@ def _text(description: str, example: str | None = None) -> dict[str, Any]:
     if example is not None:
         schema["example"] = example
     return {"description": description, "content": {TEXT: {"schema": schema}}}
-
-
-def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "description": description,
-        "schema": schema,
-    }
 
 
 def _page_parameters() -> list[dict[str, Any]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -22,16 +21,6 @@ _PREFIX_RE = re.compile(r"^/v/[A-Za-z0-9_./-]*$")
 
 class BadRequest(ValueError):
     """Input the admin API refuses (400); the message says what is wrong."""
-
-
-def bearer_ok(authorization: str | None, token: str) -> bool:
-    """``Authorization: Bearer <token>``, compared in constant time."""
-    if not token or authorization is None:
-        return False
-    scheme, _, given = authorization.partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    return hmac.compare_digest(given.strip().encode(), token.encode())
 
 
 def _object(body: Any) -> dict[str, Any]:

@@ -179,6 +179,23 @@ def all_done(c: sqlite3.Connection, video_id: str, kind: str) -> bool:
     return bool(total) and total == done
 
 
+def pending(c: sqlite3.Connection, kinds: Sequence[str] | None) -> int:
+    """Jobs (of ``kinds``, or any) still to run or running: queued, even if not yet due, or
+    leased, of videos that can progress. What a worker started with ``--once`` waits for."""
+    kind_filter = ""
+    wanted: tuple[str, ...] = ()
+    if kinds is not None:
+        wanted = tuple(dict.fromkeys(kinds))
+        kind_filter = f"AND j.kind IN ({', '.join('?' * len(wanted))})"
+    row = c.execute(
+        "SELECT count(*) FROM jobs AS j JOIN videos AS v ON v.video_id = j.video_id "
+        "WHERE j.state IN ('queued', 'leased') AND v.status != 'FAILED' "
+        f"AND v.deleted_at IS NULL {kind_filter}",
+        wanted,
+    ).fetchone()
+    return int(row[0])
+
+
 def reset_unfinished(c: sqlite3.Connection, video_id: str, now: float) -> None:
     """Queued and failed jobs start over with fresh attempts; error logs are kept."""
     c.execute(

@@ -288,6 +288,11 @@ class Catalog(Protocol):
         """Whether the video has jobs of ``kind`` and all of them are done."""
         ...
 
+    def pending_jobs(self, kinds: Sequence[str] | None = None) -> int:
+        """Jobs of ``kinds`` (any if None) queued, due or not, or leased, of every video but
+        FAILED or deleted ones, whose jobs are never handed out: zero means nothing is left."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -801,6 +806,12 @@ class SqliteCatalog:
     def all_done(self, video_id: str, kind: str) -> bool:
         with self._tx(write=False) as c:
             return queue.all_done(c, video_id, kind)
+
+    def pending_jobs(self, kinds: Sequence[str] | None = None) -> int:
+        if kinds is not None and (isinstance(kinds, str) or not kinds):
+            raise Invalid("kinds is None (any kind) or a list of at least one kind")
+        with self._tx(write=False) as c:
+            return queue.pending(c, kinds)
 
 
 def _video_values(title: str, description: str, tags: Iterable[str]) -> tuple[str, str, str]:

@@ -10,6 +10,7 @@ the tools in thin async functions that run one subprocess each through :func:`to
 - :mod:`.chunks`      output cadence, GOP-aligned chunks, chunk/audio encodes, concatenation
 - :mod:`.package`     Shaka Packager -> CMAF HLS + DASH; measured BANDWIDTH in the master
 - :mod:`.thumbs`      poster, sprite sheets and their WebVTT track
+- :mod:`.tracks`      languages and text subtitle tracks of an upload; subtitles -> WebVTT
 
 A job for one title runs: ``inspect`` -> ``measure_complexity`` -> ``plan_ladder`` ->
 ``plan_chunks`` -> ``encode_chunk`` for every chunk x rung (any worker, any order) and

@@ -10,7 +10,6 @@ import pytest
 
 from appliance.admin.requests import (
     BadRequest,
-    bearer_ok,
     decode_cursor,
     encode_cursor,
     parse_prefill,
@@ -35,6 +34,7 @@ from appliance.prefill import (
 )
 from appliance.ratelimit import SharedRate, gcra_reserve
 from appliance.titles import TitleIndex
+from vodedge.bearer import bearer_ok
 from vodedge.configfile import ConfigError
 
 RAW = {

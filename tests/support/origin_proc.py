@@ -21,7 +21,7 @@ import json
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,13 +82,25 @@ class OriginProc:
         return self.handle.stop(timeout)
 
 
-def write_config(path: Path, media_root: Path, port: int, level: str = "info") -> Path:
-    """An origin config listening on ``127.0.0.1:port`` and serving ``media_root``."""
-    # JSON string literals are valid TOML basic strings.
+def write_config(
+    path: Path,
+    media_root: Path,
+    port: int,
+    level: str = "info",
+    api: Mapping[str, object] | None = None,
+) -> Path:
+    """An origin config listening on ``127.0.0.1:port`` and serving ``media_root``; the catalog,
+    uploads and sources live next to ``path``. ``api`` adds keys of the ``[api]`` table."""
+    where = path.parent
+    api_table = {"upload_dir": str(where / "uploads"), **(api or {})}
+    # JSON strings, numbers, booleans and arrays of them are valid TOML values.
     path.write_text(
         f'[server]\nlisten = ["127.0.0.1:{port}"]\n'
         f"[media]\nroot = {json.dumps(str(media_root))}\n"
+        f"sources = {json.dumps(str(where / 'sources'))}\n"
         f"[log]\nlevel = {json.dumps(level)}\n"
+        f"[catalog]\npath = {json.dumps(str(where / 'catalog.db'))}\n"
+        "[api]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in api_table.items())
     )
     return path
 
@@ -119,12 +131,15 @@ def start_origin(config: Path, log_path: Path, media_root: Path, port: int) -> O
 
 @contextmanager
 def run_origin(
-    media_root: Path, log_level: str = "info", workdir: Path | None = None
+    media_root: Path,
+    log_level: str = "info",
+    workdir: Path | None = None,
+    api: Mapping[str, object] | None = None,
 ) -> Iterator[OriginProc]:
     """A real origin serving ``media_root`` on a free loopback port, stopped at exit.
 
-    Its config and log go to ``workdir`` when given (kept afterwards), else to a temporary
-    directory removed at exit.
+    Its config, log and catalog go to ``workdir`` when given (kept afterwards), else to a
+    temporary directory removed at exit. ``api`` sets keys of the config's ``[api]`` table.
     """
     with tempfile.TemporaryDirectory(prefix="vodedge-origin-") as tmp:
         where = workdir if workdir is not None else Path(tmp)
@@ -132,7 +147,7 @@ def run_origin(
         origin: OriginProc | None = None
         for attempt in range(_START_ATTEMPTS):
             port = free_port()
-            config = write_config(where / "origin.toml", media_root, port, log_level)
+            config = write_config(where / "origin.toml", media_root, port, log_level, api)
             try:
                 origin = start_origin(config, where / f"origin-{port}.log", media_root, port)
                 break

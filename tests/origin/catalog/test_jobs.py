@@ -257,3 +257,35 @@ def test_threads_may_share_one_catalog(catalog: SqliteCatalog, vid: str) -> None
     claimed = [job_id for done in results for job_id in done]
     assert sorted(claimed) == [j.job_id for j in catalog.list_jobs(vid)]
     assert catalog.all_done(vid, "encode_chunk")
+
+
+def test_pending_jobs_counts_what_is_left_to_run(
+    catalog: SqliteCatalog, vid: str, clock: Clock
+) -> None:
+    assert catalog.pending_jobs() == 0
+    catalog.enqueue_many(vid, chunks(3))
+    job = catalog.claim("w1", lease_s=LEASE)
+    assert job is not None
+    catalog.fail(job.job_id, "w1", "flaky")  # queued again, not due before the back-off
+    assert catalog.claim("w1", lease_s=LEASE) is not None
+    assert catalog.pending_jobs() == 3  # one leased, one due, one backing off
+    other = catalog.create_video("Broken").video_id
+    catalog.enqueue_many(other, chunks(2))
+    third = catalog.claim("w2", lease_s=LEASE)
+    assert third is not None and third.video_id == vid
+    assert catalog.pending_jobs() == 5
+    catalog.set_status(other, "FAILED", "bad upload")
+    assert catalog.pending_jobs() == 3  # a FAILED video's jobs are never handed out
+    for j in catalog.list_jobs(vid):
+        if j.state == "leased":
+            assert catalog.complete(j.job_id, str(j.lease_owner))
+    assert catalog.pending_jobs() == 1
+    clock.advance(1000)
+    last = catalog.claim("w1", lease_s=LEASE)
+    assert last is not None and catalog.complete(last.job_id, "w1")
+    assert catalog.pending_jobs() == 0
+    catalog.enqueue(vid, JobSpec("transcribe", "transcribe"))
+    assert catalog.pending_jobs() == 1
+    assert catalog.pending_jobs(["encode_chunk", "package"]) == 0
+    with pytest.raises(Invalid):
+        catalog.pending_jobs([])

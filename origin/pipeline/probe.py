@@ -1,0 +1,43 @@
+"""Stage ``probe``: is the upload a video we can publish, and what is in it.
+
+Runs :func:`origin.media.probe.inspect` (ffprobe, limits from ``[pipeline]``, a decode check
+of its first frame and its last seconds) and lists its languages and subtitle tracks. A file
+that is not a usable video fails the job permanently with the readable reason, so the video is
+FAILED with it. The probe's facts go to the catalog (duration, displayed size) and, with the
+tracks, into the ``analyse`` job.
+"""
+
+from __future__ import annotations
+
+from origin.catalog import Job
+from origin.config import PipelineConfig
+from origin.media.probe import ProbeLimits, inspect
+from origin.media.tracks import list_tracks
+from origin.pipeline.jobs import analyse_job, probe_to_json, tracks_to_json
+from origin.pipeline.stage import Context, Done, source_of
+
+
+def limits(cfg: PipelineConfig) -> ProbeLimits:
+    return ProbeLimits(
+        max_duration=cfg.max_duration_s,
+        max_long_side=cfg.max_long_side,
+        max_short_side=cfg.max_short_side,
+    )
+
+
+async def run(ctx: Context, job: Job) -> Done:
+    source = await source_of(ctx, job.video_id)
+    probe = await inspect(ctx.tools, source, limits(ctx.pipeline))  # ProbeRejected: permanent
+    tracks = await list_tracks(ctx.tools, source, probe.audio_index)
+    width, height = probe.display_size
+    await ctx.db(
+        ctx.catalog.set_probe_result,
+        job.video_id,
+        duration_s=probe.duration,
+        width=width,
+        height=height,
+    )
+    return Done(
+        result=probe_to_json(probe) | {"tracks": tracks_to_json(tracks)},
+        then=(analyse_job(probe, tracks, ctx.pipeline.max_attempts),),
+    )
