@@ -2,8 +2,9 @@
 
 Generates a sample title on first run (real files can be dropped under
 ``var/origin/media/v/{video_id}/`` instead), writes configs into ``var/`` when absent, starts the
-origin and one appliance in front of it, prints the playback URLs and stays in the foreground
-until Ctrl-C, then stops both by PID.
+origin (media, upload and catalog API), one encode worker and one appliance in front of the
+origin, prints the playback URLs and the ingest command, and stays in the foreground until
+Ctrl-C, then stops them by PID.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ ORIGIN_PORT = int(os.environ.get("VODEDGE_ORIGIN_PORT", "8081"))
 APPLIANCE_PORT = int(os.environ.get("VODEDGE_APPLIANCE_PORT", "8080"))
 ADMIN_PORT = int(os.environ.get("VODEDGE_ADMIN_PORT", "8090"))
 ADMIN_TOKEN = "dev-admin-token-change-me"  # loopback only; a real box gets a random one
+API_TOKEN = "dev-origin-token-change-me"  # the origin API's token, loopback only
 
 ORIGIN_TOML = """# written by `make run`; edit freely, it is not overwritten
 [server]
@@ -33,6 +35,17 @@ listen = ["127.0.0.1:{port}"]
 
 [media]
 root = "{root}"
+sources = "{var}/origin/sources"
+
+[catalog]
+path = "{var}/origin/catalog.db"
+
+[api]
+tokens = ["{api_token}"]
+upload_dir = "{var}/origin/uploads"
+
+[pipeline]
+work_dir = "{var}/origin/work"
 """
 
 APPLIANCE_TOML = """# written by `make run`; keys: firmware-config/appliance.toml; not overwritten
@@ -86,7 +99,7 @@ def main() -> int:
     except SampleError as e:
         print(f"run: cannot make the sample title: {e}", file=sys.stderr)
         return 1
-    origin_toml = ORIGIN_TOML.format(port=ORIGIN_PORT, root=media)
+    origin_toml = ORIGIN_TOML.format(port=ORIGIN_PORT, root=media, var=VAR, api_token=API_TOKEN)
     origin_cfg = _write_config(VAR / "origin.toml", origin_toml)
     appliance_cfg = _write_config(
         VAR / "appliance.toml",
@@ -105,6 +118,7 @@ def main() -> int:
         origin = subprocess.Popen([py, "-m", "origin.cli", "serve", "-c", str(origin_cfg)])
         procs.append(origin)
         _wait(f"http://127.0.0.1:{ORIGIN_PORT}/healthz", origin, "origin")
+        procs.append(subprocess.Popen([py, "-m", "origin.cli", "worker", "-c", str(origin_cfg)]))
         appliance = subprocess.Popen([py, "-m", "appliance.cli", "serve", "-c", str(appliance_cfg)])
         procs.append(appliance)
         _wait(f"http://127.0.0.1:{APPLIANCE_PORT}/healthz", appliance, "appliance")
@@ -115,6 +129,11 @@ def main() -> int:
             f"  HLS master via the appliance:  {base}/master.m3u8\n"
             f"  DASH manifest via the appliance: {base}/manifest.mpd\n"
             f"  origin:   http://127.0.0.1:{ORIGIN_PORT}/v/{video}/master.m3u8\n"
+            f"  upload a video (encoded by the worker, then under /v/<video_id>/):\n"
+            f"    .venv/bin/vodedge-origin ingest FILE --title 'My title' "
+            f"--server http://127.0.0.1:{ORIGIN_PORT} --token {API_TOKEN}\n"
+            f"  catalog:  curl -H 'Authorization: Bearer {API_TOKEN}' "
+            f"http://127.0.0.1:{ORIGIN_PORT}/api/v1/videos\n"
             f"  metrics:  http://127.0.0.1:{APPLIANCE_PORT}/metrics\n"
             f"  admin:    curl -H 'Authorization: Bearer {ADMIN_TOKEN}' "
             f"http://127.0.0.1:{ADMIN_PORT}/admin/v1/status\n"
