@@ -106,6 +106,18 @@ def extend(c: sqlite3.Connection, job_id: int, worker_id: str, lease_s: float, n
     return cur.rowcount == 1
 
 
+def release(c: sqlite3.Connection, job_id: int, worker_id: str, now: float) -> bool:
+    """Give a held job back to the queue, due now, without spending the attempt (a worker that
+    stops on purpose); False if the lease is lost."""
+    cur = c.execute(
+        "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL, "
+        "attempts = max(attempts - 1, 0), not_before = :now, updated_at = :now "
+        f"WHERE {_HELD}",
+        {"now": now, "job_id": job_id, "worker": worker_id},
+    )
+    return cur.rowcount == 1
+
+
 def complete(
     c: sqlite3.Connection, job_id: int, worker_id: str, result: object, now: float
 ) -> str | None:

@@ -250,6 +250,11 @@ class Catalog(Protocol):
         """Make a held lease run until ``now + lease_s``; False if the lease is lost."""
         ...
 
+    def release(self, job_id: int, worker_id: str) -> bool:
+        """Give a held job back to the queue without spending its attempt (a worker stopping
+        on purpose); False if the lease is lost."""
+        ...
+
     def complete(
         self,
         job_id: int,
@@ -763,6 +768,10 @@ class SqliteCatalog:
         check_positive("lease_s", lease_s)
         with self._tx() as c:
             return queue.extend(c, job_id, worker_id, lease_s, self._now())
+
+    def release(self, job_id: int, worker_id: str) -> bool:
+        with self._tx() as c:
+            return queue.release(c, job_id, worker_id, self._now())
 
     def complete(
         self,

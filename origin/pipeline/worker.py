@@ -22,8 +22,9 @@ and the stage's ``undo`` outputs are removed if it had already finished. Another
 the job; outputs are only ever renamed into place whole, so the redo cannot be corrupted.
 
 Shutdown on SIGTERM/SIGINT, in bounded phases: stop claiming; let running jobs finish and be
-recorded for up to ``grace_s``; then cancel them (their tools are killed) and leave their leases
-to expire, so that another worker redoes them. A second signal skips the wait.
+recorded for up to ``grace_s``; then cancel them (their tools are killed) and give them back
+to the queue without spending the attempt (``Catalog.release``; if that fails, their leases
+expire), so that another worker redoes them. A second signal skips the wait.
 
 Exit codes: 0 after a shutdown, or with ``once`` when the queue has nothing left; 1 when the
 worker cannot start (tools missing, catalog unusable) or a slot crashed on a bug; 2 for a bad
@@ -229,7 +230,11 @@ class Worker:
             done = await stage
         except asyncio.CancelledError:
             if _being_cancelled():
-                log.warning("job cancelled by the shutdown; its lease will expire", extra=fields)
+                # The stage has ended (its tool killed): give the job back without spending
+                # the attempt, so that restarts during a long job do not use up its attempts.
+                released = await self._release(worker_id, job)
+                what = "given back to the queue" if released else "its lease will expire"
+                log.warning(f"job cancelled by the shutdown; {what}", extra=fields)
                 raise
             self.stats.lost += 1
             log.warning("lease lost; the stage was cancelled", extra=fields | _since(started))
@@ -240,6 +245,13 @@ class Worker:
         finally:
             await _stop(keeper)
         await self._record_done(worker_id, job, done, fields | _since(started))
+
+    async def _release(self, worker_id: str, job: Job) -> bool:
+        try:
+            return await asyncio.to_thread(self._catalog.release, job.job_id, worker_id)
+        except CatalogError as e:
+            log.warning("cannot release the job", extra={"job_id": job.job_id, "error": str(e)})
+            return False
 
     async def _keep_lease(self, worker_id: str, job: Job, stage: asyncio.Task[Done]) -> None:
         lease_s = self._pipeline.lease_s

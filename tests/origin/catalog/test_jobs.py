@@ -289,3 +289,20 @@ def test_pending_jobs_counts_what_is_left_to_run(
     assert catalog.pending_jobs(["encode_chunk", "package"]) == 0
     with pytest.raises(Invalid):
         catalog.pending_jobs([])
+
+
+def test_release_gives_a_held_job_back_without_spending_the_attempt(
+    catalog: SqliteCatalog, vid: str, clock: Clock
+) -> None:
+    [job] = catalog.enqueue_many(vid, [JobSpec("probe", "probe", max_attempts=1)])
+    claimed = catalog.claim("w1", lease_s=10)
+    assert claimed is not None and claimed.attempts == 1
+    assert not catalog.release(job.job_id, "someone-else")
+    assert catalog.release(job.job_id, "w1")
+    assert not catalog.release(job.job_id, "w1")  # no longer held
+    left = catalog.get_job(job.job_id)
+    assert (left.state, left.attempts, left.lease_owner) == ("queued", 0, None)
+    again = catalog.claim("w2", lease_s=10)  # a max_attempts=1 job can still run once
+    assert again is not None and again.attempts == 1 and again.lease_owner == "w2"
+    clock.advance(11)
+    assert not catalog.release(job.job_id, "w2")  # an expired lease is not held

@@ -187,8 +187,11 @@ async def test_shutdown_cancels_a_job_past_the_grace(rig: Rig, hurried: bool) ->
         await task
     assert cancelled.is_set()
     left = rig.catalog.get_job(job.job_id)
-    assert (left.state, left.lease_owner) == ("leased", "test:1:0")  # expires; redone elsewhere
+    # Given back at once, without spending the attempt: the next worker starts it as attempt 1.
+    assert (left.state, left.lease_owner, left.attempts) == ("queued", None, 0)
     assert worker.stats.done == worker.stats.lost == 0
+    again = rig.catalog.claim("next:1:0")
+    assert again is not None and (again.job_id, again.attempts) == (job.job_id, 1)
 
 
 async def test_once_waits_for_a_job_leased_by_another_worker(rig: Rig) -> None:
