@@ -4,7 +4,7 @@ It binds the public sockets once and keeps the worker processes running
 (:mod:`appliance.workers`), and it is the only process that talks to the outside about the
 box: the admin API (:mod:`appliance.admin`), prefill jobs (:mod:`appliance.prefill_runner`),
 the heartbeat to the control plane (:mod:`appliance.heartbeat`) and systemd's notify protocol
-(:mod:`appliance.sdnotify`). It never opens LMDB; it asks the workers over their control
+(:mod:`vodedge.sdnotify`). It never opens LMDB; it asks the workers over their control
 sockets (:mod:`appliance.control`).
 
 Signals: SIGTERM/SIGINT stop gracefully (workers finish in-flight responses within
@@ -47,11 +47,11 @@ from appliance.control import WorkerControl, WorkerUnavailable
 from appliance.heartbeat import Heartbeat
 from appliance.prefill_runner import PrefillManager
 from appliance.sampler import TrafficWindow, read_totals
-from appliance.sdnotify import Notifier
 from appliance.worker import draining_flag
 from appliance.workers import WorkerSet
 from vodedge import __version__
 from vodedge.configfile import ConfigError, read_toml
+from vodedge.sdnotify import Notifier, ping_watchdog
 from vodedge.tasks import TaskSet
 
 log = logging.getLogger("appliance.supervisor")
@@ -182,10 +182,7 @@ class Supervisor:
                 )
 
     async def _watchdog(self) -> None:
-        interval = self.notifier.watchdog_interval or 1.0
-        while True:
-            self.notifier.watchdog()
-            await asyncio.sleep(interval)
+        await ping_watchdog(self.notifier)
 
     async def _sample_traffic(self) -> None:
         try:

@@ -20,6 +20,8 @@ tokens = []                      # bearer tokens for creators/operators; empty =
 max_upload_size = "20GB"         # enforced while the body streams in
 upload_dir = "./var/origin/uploads"  # partial uploads; same file system as media.root
 public_read = false              # true: GET catalog/search without a token (reads only)
+part_idle_timeout_s = 60.0       # an upload part that sends nothing this long ends like a
+                                 # dropped connection (bytes so far kept, client resumes)
 
 [pipeline]
 work_dir = "./var/origin/work"   # chunk encodes and staging; same file system as media.root
@@ -37,6 +39,8 @@ av1 = false                      # top rungs in AV1 instead of HEVC
 max_duration_s = 14400.0         # probe limits: longer uploads are FAILED with a reason
 max_long_side = 4096
 max_short_side = 2160
+metrics_listen = ""              # worker's /metrics + /healthz listener, "host:port"; "" = off
+                                 # (`worker --metrics-listen` overrides it per process)
 
 [webhook]
 url = ""                         # POSTed {"event":"video.ready",...} on publish; "" = off
@@ -103,6 +107,10 @@ class ApiConfig:
     ``media.root`` so that completing an upload is a rename."""
     public_read: bool = False
     """Let GET requests on the catalog and search through without a token."""
+    part_idle_timeout_s: float = 60.0
+    """Seconds an upload part may send no byte before it is treated like a dropped connection:
+    what arrived is kept and the client resumes from ``Upload-Offset``. Bounds how long a
+    stalled client holds a connection and the upload's lock."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +147,10 @@ class PipelineConfig:
     """Largest accepted long side of the displayed picture, in pixels."""
     max_short_side: int = 2160
     """Largest accepted short side of the displayed picture, in pixels."""
+    metrics_listen: tuple[str, int] | None = None
+    """Address (host, port) of the worker's own HTTP listener for ``/metrics`` and ``/healthz``;
+    None = no listener. Several workers on one machine need one port each: ``vodedge-origin
+    worker --metrics-listen`` overrides it per process (the systemd template does)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +278,7 @@ def _api(s: Section) -> ApiConfig:
         max_upload_size=size,
         upload_dir=_path(s, "upload_dir", d.upload_dir),
         public_read=s.bool("public_read", d.public_read),
+        part_idle_timeout_s=s.float("part_idle_timeout_s", d.part_idle_timeout_s, minimum=1.0),
     )
     s.finish()
     return cfg
@@ -300,9 +313,21 @@ def _pipeline(s: Section) -> PipelineConfig:
         max_duration_s=s.float("max_duration_s", d.max_duration_s, minimum=1.0),
         max_long_side=s.int("max_long_side", d.max_long_side, minimum=16),
         max_short_side=s.int("max_short_side", d.max_short_side, minimum=16),
+        metrics_listen=_optional_listen(s, "metrics_listen"),
     )
     s.finish()
     return cfg
+
+
+def _optional_listen(s: Section, key: str) -> tuple[str, int] | None:
+    """``"host:port"``, or ``""`` for none."""
+    value = s.str(key, "")
+    if not value:
+        return None
+    try:
+        return parse_listen(value)
+    except ValueError as e:
+        raise ConfigError(f"{s.key(key)}: {e}") from None
 
 
 def _webhook(s: Section) -> WebhookConfig:

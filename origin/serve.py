@@ -1,5 +1,6 @@
 """The origin's HTTP side: ``GET``/``HEAD /v/{video_id}/...`` of published files, ``/healthz``,
-and the API under ``/api/v1`` (:mod:`origin.api`) when :func:`make_app` is given one.
+``/metrics`` (:mod:`origin.metrics`; no token, like ``/v/``) and the API under ``/api/v1``
+(:mod:`origin.api`) when :func:`make_app` is given one.
 
 Per request: validate the raw path (400), open the object in one worker-thread hop (404 when
 missing), decide the answer with the pure :func:`plan_response`, then send the bytes with
@@ -10,8 +11,9 @@ Answers: 200 / 206 (single Range) / 304 (If-None-Match, If-Modified-Since) / 400
 malformed Range) / 404 / 416 / 500 (:class:`origin.storage.StorageError`). Every published file
 is immutable, so every answer for one carries the same validators and Cache-Control.
 
-Lifecycle (:func:`serve_until`): bind every listen address, serve until ``stop`` is set, then
-stop accepting, let requests in flight finish for up to :data:`SHUTDOWN_TIMEOUT` seconds, close.
+Lifecycle (:func:`serving`, :func:`serve_until`): bind every listen address, serve until
+``stop`` is set, then stop accepting, let requests in flight finish for up to
+:data:`SHUTDOWN_TIMEOUT` seconds, close.
 """
 
 from __future__ import annotations
@@ -19,13 +21,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import hdrs, web
 from aiohttp.abc import AbstractAccessLogger
+from prometheus_client import CollectorRegistry
 
 from origin.api import mount
+from origin.metrics.http import count_requests, metrics_handler
+from origin.metrics.serve import ServeMetrics
 from origin.storage import MediaStorage, ObjectInfo, OpenObject, StorageError
 from vodedge.httpspec import (
     IMMUTABLE_CACHE_CONTROL,
@@ -162,8 +169,9 @@ class AccessLogger(AbstractAccessLogger):
 class OriginRoutes:
     """Request handlers bound to one storage."""
 
-    def __init__(self, storage: MediaStorage) -> None:
+    def __init__(self, storage: MediaStorage, metrics: ServeMetrics) -> None:
         self._storage = storage
+        self._metrics = metrics
 
     async def healthz(self, request: web.Request) -> web.StreamResponse:
         return web.Response(text="ok\n")
@@ -193,19 +201,66 @@ class OriginRoutes:
                 await response.write_eof()
             else:
                 await response.send_file_range(request, obj, plan.body)
+                self._metrics.served(response.sent)
             return response
 
 
-def make_app(storage: MediaStorage, api: web.Application | None = None) -> web.Application:
-    """Static ``/v/...`` serving and ``/healthz``; with ``api`` (:func:`origin.api.make_api`),
-    the API under ``/api/v1`` too."""
-    routes = OriginRoutes(storage)
-    app = web.Application()
+def make_app(
+    storage: MediaStorage,
+    api: web.Application | None = None,
+    metrics: ServeMetrics | None = None,
+) -> web.Application:
+    """Static ``/v/...`` serving, ``/healthz`` and ``/metrics`` (``metrics.registry``; a
+    private registry when no metrics are given); with ``api`` (:func:`origin.api.make_api`,
+    given the same metrics), the API under ``/api/v1`` too. Every request is counted."""
+    metrics = metrics or ServeMetrics(CollectorRegistry())
+    routes = OriginRoutes(storage, metrics)
+    app = web.Application(middlewares=[count_requests(metrics)])
     app.router.add_get("/healthz", routes.healthz)
+    app.router.add_get("/metrics", metrics_handler(metrics.registry))
     if api is not None:
         mount(app, api)  # before the catch-all below
-    app.router.add_get("/{tail:.*}", routes.get_object)  # allow_head: HEAD mirrors GET
+    # allow_head: HEAD mirrors GET. Two routes to one handler (it parses the raw path itself)
+    # so that the metrics tell /v/ objects ("/v/{key}") from stray paths ("/{tail}", 400/404).
+    app.router.add_get("/v/{key:.*}", routes.get_object)
+    app.router.add_get("/{tail:.*}", routes.get_object)
     return app
+
+
+@asynccontextmanager
+async def serving(
+    app: web.Application,
+    listen: Sequence[tuple[str, int]],
+    shutdown_timeout: float = SHUTDOWN_TIMEOUT,
+    requests_log: logging.Logger | None = access_log,
+) -> AsyncIterator[list[str]]:
+    """Bind ``app`` on every address (``OSError`` if one is taken) and serve it inside the
+    block, which gets the bound addresses; on leaving, stop accepting, let requests in flight
+    finish for up to ``shutdown_timeout`` seconds and close. ``requests_log`` None: no access
+    log (the worker's metrics listener)."""
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log_class=AccessLogger,
+        access_log=requests_log,
+        shutdown_timeout=shutdown_timeout,
+    )
+    await runner.setup()
+    try:
+        for host, port in listen:
+            site = web.TCPSite(runner, host, port, reuse_address=True)
+            await site.start()
+        bound = [_address(sockname) for sockname in runner.addresses]
+        for address in bound:
+            log.info("listening", extra={"address": address})
+        yield bound
+    finally:
+        await runner.cleanup()
+
+
+def _address(sockname: Sequence[Any]) -> str:
+    host, port = sockname[0], sockname[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 async def serve_until(
@@ -215,20 +270,6 @@ async def serve_until(
     shutdown_timeout: float = SHUTDOWN_TIMEOUT,
 ) -> None:
     """Serve ``app`` on every address until ``stop`` is set, then shut down gracefully."""
-    runner = web.AppRunner(
-        app,
-        handle_signals=False,
-        access_log_class=AccessLogger,
-        access_log=access_log,
-        shutdown_timeout=shutdown_timeout,
-    )
-    await runner.setup()
-    try:
-        for host, port in listen:
-            site = web.TCPSite(runner, host, port, reuse_address=True)
-            await site.start()
-            log.info("listening", extra={"address": f"{host}:{port}"})
+    async with serving(app, listen, shutdown_timeout):
         await stop.wait()
         log.info("stopping", extra={"shutdown_timeout": shutdown_timeout})
-    finally:
-        await runner.cleanup()

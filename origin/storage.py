@@ -11,8 +11,11 @@ All file system work of one call (resolve, open, fstat, hash) happens in one wor
 Writing (the encode pipeline and the API): a title is built in a staging directory that
 :meth:`LocalStorage.staging_dir` places inside the root (same file system, never reachable by a
 ``/v/`` key), then :meth:`LocalStorage.publish` renames it to ``v/{video_id}`` in one step, so
-readers see all of a title or none of it. :meth:`LocalStorage.remove_video` renames the title
-away first and deletes it afterwards, for the same reason.
+readers see all of a title or none of it. Publishing never replaces or removes a title: the
+rename refuses an existing ``v/{video_id}`` (``renameat2(RENAME_NOREPLACE)``), and a title in
+place means an earlier (or concurrent) attempt published it already. Only the paths that start
+a title over (delete, re-run) take one away: :meth:`LocalStorage.remove_video` renames the title
+away first and deletes it afterwards, so readers again see all of it or none of it.
 
 Errors: :class:`vodedge.paths.PathError` for a key that is not an object path;
 :class:`StorageError` for a file that exists but cannot be read (I/O error, permissions).
@@ -21,6 +24,7 @@ Errors: :class:`vodedge.paths.PathError` for a key that is not an object path;
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
 import io
 import os
@@ -29,10 +33,11 @@ import stat
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol
+from typing import Protocol, cast
 
 import xxhash
 
@@ -119,12 +124,18 @@ class MediaWriter(Protocol):
         ...
 
     async def publish(self, video_id: str, staging: Path) -> list[StoredFile]:
-        """Make ``staging`` the title ``video_id`` in one step, replacing a previous copy;
-        return its files in path order."""
+        """Make ``staging`` the title ``video_id`` in one step unless a title is in place
+        already (then ``staging`` is left alone); return the files of the title in place, in
+        path order. ``FileNotFoundError`` if ``staging`` is gone and no title is in place."""
         ...
 
     async def remove_video(self, video_id: str) -> bool:
         """Remove the title's files; False if there were none."""
+        ...
+
+    async def remove_staging(self, video_id: str) -> int:
+        """Remove the title's staging directories (built, or left by killed attempts);
+        return how many there were."""
         ...
 
 
@@ -220,35 +231,61 @@ class LocalStorage:
 
     async def publish(self, video_id: str, staging: Path) -> list[StoredFile]:
         _check_video_id(video_id)
-        return await asyncio.to_thread(self._publish_blocking, video_id, staging)
+        return await asyncio.to_thread(self.publish_blocking, video_id, staging)
 
     async def remove_video(self, video_id: str) -> bool:
         _check_video_id(video_id)
-        return await asyncio.to_thread(self._remove_blocking, video_id)
+        return await asyncio.to_thread(self.remove_video_blocking, video_id)
+
+    async def remove_staging(self, video_id: str) -> int:
+        _check_video_id(video_id)
+        return await asyncio.to_thread(self.remove_staging_blocking, video_id)
 
     def _title_dir(self, video_id: str) -> Path:
         return self.root / "v" / video_id
 
-    def _publish_blocking(self, video_id: str, staging: Path) -> list[StoredFile]:
+    def publish_blocking(self, video_id: str, staging: Path) -> list[StoredFile]:
+        """:meth:`publish` in the calling thread."""
+        _check_video_id(video_id)
         if staging.resolve().parent != (self.root / STAGING).resolve():
             raise ValueError(f"{staging} is not a staging directory of {self.root}")
-        files = list_files(staging, video_id)
         target = self._title_dir(video_id)
+        in_place = list_files(target, video_id)  # [] when absent (an empty one is no title)
+        if in_place:
+            return in_place  # published by an earlier or concurrent attempt
         target.parent.mkdir(parents=True, exist_ok=True)
-        _fsync_tree(staging)
-        old = self._take_away(video_id)
-        os.rename(staging, target)
-        fsync_dir(target.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        return files
+        try:
+            _fsync_tree(staging)
+            placed = rename_no_replace(staging, target)
+        except FileNotFoundError:
+            # Another attempt renamed the staging directory meanwhile (or it is gone).
+            placed = False
+        if placed:
+            fsync_dir(target.parent)
+        elif not target.exists():
+            raise FileNotFoundError(
+                errno.ENOENT, f"{staging.name} is gone and no title {video_id} is in place"
+            )
+        return list_files(target, video_id)
 
-    def _remove_blocking(self, video_id: str) -> bool:
+    def remove_video_blocking(self, video_id: str) -> bool:
+        """:meth:`remove_video` in the calling thread."""
+        _check_video_id(video_id)
         old = self._take_away(video_id)
         if old is None:
             return False
         shutil.rmtree(old, ignore_errors=True)
         return True
+
+    def remove_staging_blocking(self, video_id: str) -> int:
+        """:meth:`remove_staging` in the calling thread. Staging directories are named
+        ``{video_id}.…`` (ids hold no dot, so no other title's match)."""
+        _check_video_id(video_id)
+        found = 0
+        for path in (self.root / STAGING).glob(f"{video_id}.*"):
+            found += 1
+            shutil.rmtree(path, ignore_errors=True)
+        return found
 
     def _take_away(self, video_id: str) -> Path | None:
         """Rename the title (if any) into the staging area; return where it went."""
@@ -324,6 +361,64 @@ class LocalStorage:
                 raise StorageError(e.errno, f"cannot read {key}: {e.strerror}") from e
             self._etags.put(cache_key, etag)
         return ObjectInfo(size=st.st_size, mtime=st.st_mtime, etag=etag)
+
+
+_RENAME_NOREPLACE = 1
+_AT_FDCWD = -100
+
+
+def _renameat2() -> Callable[..., int] | None:
+    """libc's ``renameat2`` (Linux, glibc >= 2.28), or None."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+    fn.restype = ctypes.c_int
+    return cast(Callable[..., int], fn)
+
+
+_RENAMEAT2 = _renameat2()
+
+
+def rename_no_replace(src: Path, dst: Path) -> bool:
+    """Rename ``src`` to ``dst`` unless ``dst`` exists; True if renamed, False if ``dst`` was
+    there (it is left as it is). ``FileNotFoundError`` if ``src`` is gone.
+
+    ``renameat2(RENAME_NOREPLACE)`` decides in one step. Without it (another kernel, a file
+    system that does not support the flag) ``os.rename`` refuses a non-empty ``dst`` directory
+    and may only replace an empty one, which holds nothing to lose. An empty ``dst`` (no title
+    is ever empty) is removed with ``rmdir``, which cannot remove anything else, and the
+    rename tried again.
+    """
+    for _ in range(2):
+        try:
+            _rename_exclusive(src, dst)
+            return True
+        except OSError as e:
+            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+        try:
+            os.rmdir(dst)
+        except OSError as e:
+            if e.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                return False
+            if e.errno != errno.ENOENT:
+                raise
+    return False
+
+
+def _rename_exclusive(src: Path, dst: Path) -> None:
+    if _RENAMEAT2 is not None:
+        rc = _RENAMEAT2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE)
+        if rc == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.ENOSYS, errno.EINVAL):
+            raise OSError(err, os.strerror(err), str(src), None, str(dst))
+    if os.path.lexists(dst) and not os.path.isdir(dst):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst))
+    os.rename(src, dst)
 
 
 def fsync_dir(path: Path) -> None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-VIDEO_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_SEGMENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+VIDEO_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
+_SEGMENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}\Z")
 MAX_PATH_LEN = 512
 MAX_KEY_LEN = 400  # LMDB keys are at most 511 bytes
 MAX_DEPTH = 3  # components after the video id: e.g. thumbs/sprites/x.jpg

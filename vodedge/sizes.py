@@ -18,7 +18,7 @@ _UNITS = {
     "TIB": 2**40,
     "PIB": 2**50,
 }
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*\Z")
 
 
 def parse_size(value: str | int) -> int:

@@ -16,7 +16,7 @@ MAX_PREFILL_FILES = 100_000
 MAX_PURGE_PATHS = 100_000
 MAX_PURGE_PREFIXES = 1000
 MAX_PAGE = 1000
-_PREFIX_RE = re.compile(r"^/v/[A-Za-z0-9_./-]*$")
+_PREFIX_RE = re.compile(r"^/v/[A-Za-z0-9_./-]*\Z")
 
 
 class BadRequest(ValueError):

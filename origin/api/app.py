@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import hdrs, web
+from prometheus_client import CollectorRegistry
 
 from origin.api import openapi
 from origin.api.auth import Access, check
@@ -23,8 +24,9 @@ from origin.api.errors import ApiError, error_response, json_response
 from origin.api.render import API_PREFIX
 from origin.api.uploads import UploadRoutes, UploadSettings
 from origin.api.videos import VideoRoutes, VideoSettings
-from origin.catalog import Catalog
+from origin.catalog import Catalog, CatalogError
 from origin.config import OriginConfig
+from origin.metrics.serve import ServeMetrics
 from origin.storage import MediaWriter
 from vodedge import __version__
 
@@ -43,6 +45,9 @@ class ApiSettings:
     upload_dir: Path
     sources: Path
     max_attempts: int
+    part_idle_timeout_s: float = 60.0
+    work_dir: Path | None = None
+    """The pipeline's work directory: DELETE and re-run clear ``{work_dir}/{video_id}``."""
 
     @classmethod
     def from_config(cls, cfg: OriginConfig) -> ApiSettings:
@@ -54,6 +59,8 @@ class ApiSettings:
             upload_dir=cfg.api.upload_dir.absolute(),
             sources=cfg.media.sources.absolute(),
             max_attempts=cfg.pipeline.max_attempts,
+            part_idle_timeout_s=cfg.api.part_idle_timeout_s,
+            work_dir=cfg.pipeline.work_dir.absolute(),
         )
 
 
@@ -68,7 +75,9 @@ class Route:
     access: Access
 
 
-def routes(catalog: Catalog, storage: MediaWriter, settings: ApiSettings) -> list[Route]:
+def routes(
+    catalog: Catalog, storage: MediaWriter, settings: ApiSettings, metrics: ServeMetrics
+) -> list[Route]:
     uploads = UploadRoutes(
         catalog,
         UploadSettings(
@@ -76,12 +85,18 @@ def routes(catalog: Catalog, storage: MediaWriter, settings: ApiSettings) -> lis
             upload_dir=settings.upload_dir,
             sources=settings.sources,
             max_attempts=settings.max_attempts,
+            part_idle_timeout_s=settings.part_idle_timeout_s,
         ),
+        metrics,
     )
     videos = VideoRoutes(
         catalog,
         storage,
-        VideoSettings(sources=settings.sources, max_attempts=settings.max_attempts),
+        VideoSettings(
+            sources=settings.sources,
+            max_attempts=settings.max_attempts,
+            work_dir=settings.work_dir,
+        ),
     )
     document = openapi.document(__version__)
 
@@ -117,9 +132,16 @@ def routes(catalog: Catalog, storage: MediaWriter, settings: ApiSettings) -> lis
     ]
 
 
-def make_api(catalog: Catalog, storage: MediaWriter, settings: ApiSettings) -> web.Application:
-    """The API application; mount it with ``app.add_subapp(API_PREFIX, api)``."""
-    table = routes(catalog, storage, settings)
+def make_api(
+    catalog: Catalog,
+    storage: MediaWriter,
+    settings: ApiSettings,
+    metrics: ServeMetrics | None = None,
+) -> web.Application:
+    """The API application; mount it with :func:`mount`. ``metrics``: those of the app it is
+    mounted in (a private registry when None)."""
+    metrics = metrics or ServeMetrics(CollectorRegistry())
+    table = routes(catalog, storage, settings, metrics)
     access = {r.name: r.access for r in table}
 
     @web.middleware
@@ -134,6 +156,8 @@ def make_api(catalog: Catalog, storage: MediaWriter, settings: ApiSettings) -> w
             )
             return await handler(request)
         except ApiError as e:
+            if e.status >= 500 and isinstance(e.__cause__, CatalogError):
+                metrics.catalog_error()
             return error_response(e)
         except web.HTTPException as e:
             if e.status < 400:

@@ -24,6 +24,7 @@ from origin.catalog.models import (
     MAX_TITLE,
     VIDEO_STATUSES,
     VideoStatus,
+    is_unicode_text,
 )
 from vodedge.paths import VIDEO_ID_RE
 
@@ -38,8 +39,8 @@ MAX_QUERY_LEN = 500
 MAX_VIEWS_PER_CALL = 1_000_000
 MAX_CURSOR_LEN = 200
 
-_CONTENT_RANGE_RE = re.compile(r"^bytes (\d{1,20})-(\d{1,20})/(\d{1,20})$")
-_SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+_CONTENT_RANGE_RE = re.compile(r"^bytes (\d{1,20})-(\d{1,20})/(\d{1,20})\Z")
+_SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}\Z")
 _TRUE = frozenset({"1", "true", "yes"})
 _FALSE = frozenset({"0", "false", "no", ""})
 
@@ -78,7 +79,15 @@ def _text(body: Mapping[str, Any], name: str, limit: int, *, required: bool) -> 
         raise bad_request(f"{name}: expected a string of at most {limit} characters")
     if required and not value.strip():
         raise bad_request(f"{name}: must not be empty")
+    _unicode(value, name)
     return value
+
+
+def _unicode(value: str, name: str) -> None:
+    """400 for a string with a lone surrogate (JSON's ``"\\udc80"``): stored, it would break
+    every answer carrying it."""
+    if not is_unicode_text(value):
+        raise bad_request(f"{name}: not valid Unicode text (a lone surrogate)", "bad_text")
 
 
 def _tags(body: Mapping[str, Any]) -> tuple[str, ...] | None:
@@ -90,6 +99,7 @@ def _tags(body: Mapping[str, Any]) -> tuple[str, ...] | None:
     for tag in value:
         if not isinstance(tag, str) or not tag.strip() or len(tag) > MAX_TAG_LEN:
             raise bad_request(f"tags: each tag is a non-empty string of at most {MAX_TAG_LEN}")
+        _unicode(tag, "tags")
     return tuple(value)
 
 
@@ -105,10 +115,10 @@ class NewUpload:
 
     title: str
     size: int
+    sha256: str
+    """Lowercase hex; checked against the received file before the video is created."""
     description: str = ""
     tags: tuple[str, ...] = ()
-    sha256: str | None = None
-    """Lowercase hex; checked against the received file before the video is created."""
 
 
 def parse_new_upload(body: Mapping[str, Any], max_size: int) -> NewUpload:
@@ -129,14 +139,18 @@ def parse_new_upload(body: Mapping[str, Any], max_size: int) -> NewUpload:
             max_upload_size=max_size,
         )
     sha256 = body.get("sha256")
-    if sha256 is not None and (not isinstance(sha256, str) or not _SHA256_RE.match(sha256)):
+    if sha256 is None:
+        raise bad_request(
+            "sha256: required (SHA-256 of the whole file, 64 hex digits)", "missing_field"
+        )
+    if not isinstance(sha256, str) or not _SHA256_RE.match(sha256):
         raise bad_request("sha256: expected 64 hex digits")
     return NewUpload(
         title=cast(str, title),
         size=size,
+        sha256=sha256.lower(),
         description=description,
         tags=_tags(body) or (),
-        sha256=sha256.lower() if sha256 else None,
     )
 
 
@@ -259,6 +273,7 @@ def parse_search_query(query: Mapping[str, str]) -> SearchQuery:
         raise bad_request("q: required (words to look for)", "missing_field")
     if len(q) > MAX_QUERY_LEN:
         raise bad_request(f"q: at most {MAX_QUERY_LEN} characters")
+    _unicode(q, "q")
     return SearchQuery(
         q=q,
         limit=parse_int(query.get("limit"), "limit", DEFAULT_SEARCH_RESULTS, 1, MAX_SEARCH_RESULTS),

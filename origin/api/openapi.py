@@ -93,7 +93,12 @@ def _video_props() -> dict[str, Any]:
         "description": _str("Description."),
         "tags": _array("Tags.", {"type": "string"}),
         "status": _ref("VideoStatus"),
-        "failure_reason": _null(_str("Why the pipeline failed; null unless FAILED.")),
+        "failure_reason": _null(
+            _str(
+                "Why the pipeline failed; null unless FAILED. Anonymous readers (api.public_read, "
+                "no token) get a generic text."
+            )
+        ),
         "duration_s": _null(_num("Duration in seconds, once probed.")),
         "width": _null(_int("Display width in pixels, once probed.")),
         "height": _null(_int("Display height in pixels, once probed.")),
@@ -311,10 +316,14 @@ def _schemas() -> dict[str, Any]:
                     "minimum": 1,
                     "description": "Bytes of the whole file; at most api.max_upload_size.",
                 },
-                "sha256": _str("SHA-256 of the whole file, hex.", pattern=SHA256_PATTERN),
+                "sha256": _str(
+                    "SHA-256 of the whole file, hex: completion checks the received bytes "
+                    "against it.",
+                    pattern=SHA256_PATTERN,
+                ),
             },
             closed=True,
-            required=["title", "size"],
+            required=["title", "size", "sha256"],
         ),
         "Upload": upload,
         "UploadAnswer": upload_answer,

@@ -1,7 +1,9 @@
 """The catalog's rows as the API's JSON, without I/O (the shapes of :mod:`origin.api.openapi`).
 
 Internal fields stay inside: a video's ``source_path``, an upload's ``temp_path``, a job's payload,
-result and lease owner. Times are float unix seconds.
+result and lease owner. A failure reason (a tool's error output, with the origin's paths) goes
+only to callers with a token: anonymous readers get :data:`HIDDEN_REASON` instead
+(``reasons=False``). Times are float unix seconds.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from origin.catalog import (
 )
 
 API_PREFIX = "/api/v1"
+HIDDEN_REASON = "the video could not be processed"
+"""``failure_reason`` of a FAILED video as anonymous readers see it."""
 
 
 def upload_url(upload_id: str) -> str:
@@ -32,14 +36,18 @@ def video_url(video_id: str) -> str:
     return f"{API_PREFIX}/videos/{video_id}"
 
 
-def video_json(v: Video) -> dict[str, Any]:
+def video_json(v: Video, *, reasons: bool = True) -> dict[str, Any]:
+    """``reasons``: whether the caller may read why the video failed."""
+    reason = v.failure_reason
+    if reason is not None and not reasons:
+        reason = HIDDEN_REASON
     return {
         "video_id": v.video_id,
         "title": v.title,
         "description": v.description,
         "tags": list(v.tags),
         "status": v.status,
-        "failure_reason": v.failure_reason,
+        "failure_reason": reason,
         "duration_s": v.duration_s,
         "width": v.width,
         "height": v.height,
@@ -69,21 +77,24 @@ def file_json(f: PublishedFile) -> dict[str, Any]:
     return {"path": f.path, "size": f.size, "rendition": f.rendition}
 
 
-def detail_json(d: VideoDetail) -> dict[str, Any]:
-    return video_json(d.video) | {
+def detail_json(d: VideoDetail, *, reasons: bool = True) -> dict[str, Any]:
+    return video_json(d.video, reasons=reasons) | {
         "renditions": [rendition_json(r) for r in d.renditions],
         "files": [file_json(f) for f in d.files],
     }
 
 
-def page_json(page: VideoPage) -> dict[str, Any]:
-    return {"videos": [video_json(v) for v in page.videos], "next_cursor": page.next_cursor}
+def page_json(page: VideoPage, *, reasons: bool = True) -> dict[str, Any]:
+    return {
+        "videos": [video_json(v, reasons=reasons) for v in page.videos],
+        "next_cursor": page.next_cursor,
+    }
 
 
-def search_json(query: str, hits: Sequence[SearchHit]) -> dict[str, Any]:
+def search_json(query: str, hits: Sequence[SearchHit], *, reasons: bool = True) -> dict[str, Any]:
     return {
         "query": query,
-        "hits": [{"score": h.score, "video": video_json(h.video)} for h in hits],
+        "hits": [{"score": h.score, "video": video_json(h.video, reasons=reasons)} for h in hits],
     }
 
 

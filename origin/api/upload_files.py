@@ -7,7 +7,8 @@ hop per step (never per network chunk). Rules that keep a crash or a dropped con
   of an earlier part that were never recorded (a refused or interrupted one) cannot survive.
 - Bytes are fsynced before the catalog records them: what ``received`` counts is on disk.
 - Completion renames the file into ``{sources}/{video_id}/source`` (same file system, one
-  step) and fsyncs both directories; a retried completion finds it there and goes on.
+  step) and fsyncs both directories; a retried completion finds it there, moves it back and
+  checks it again like the first time.
 """
 
 from __future__ import annotations
@@ -94,12 +95,19 @@ def sha256_file(path: Path) -> str:
 
 
 def whole_file(temp: Path, dest: Path) -> Path:
-    """Where a fully received upload is now: its temp file, or ``dest`` when an earlier
-    completion moved it already. ``FileNotFoundError`` if neither exists."""
+    """A fully received upload, at ``temp``: a completion that moved it to ``dest`` and died
+    before the catalog recorded it is undone first (nothing refers to ``dest`` until then), so
+    that a checksum mismatch, which removes ``temp``, leaves no source behind.
+    ``FileNotFoundError`` if the file is in neither place."""
     if temp.exists():
         return temp
     if dest.exists():
-        return dest
+        temp.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(dest, temp)
+        fsync_dir(temp.parent)
+        with contextlib.suppress(OSError):
+            dest.parent.rmdir()  # {sources}/{id}/ holds nothing else; move_into_place remakes it
+        return temp
     raise FileNotFoundError(errno.ENOENT, "upload file is gone", str(temp))
 
 

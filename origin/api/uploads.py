@@ -1,7 +1,7 @@
 """Resumable uploads, in the spirit of tus and of GCS resumable uploads.
 
 ```
-POST   /api/v1/uploads                {title, size, description?, tags?, sha256?} -> 201
+POST   /api/v1/uploads                {title, size, sha256, description?, tags?} -> 201
 PUT    /api/v1/uploads/{id}           body = bytes a..b, Content-Range: bytes a-b/size
                                       (no Content-Range: the whole file in one request)
 HEAD   /api/v1/uploads/{id}           Upload-Offset: where to resume
@@ -13,8 +13,9 @@ DELETE /api/v1/uploads/{id}           abort: the upload is closed and its bytes 
 A part must start at ``received`` (else 409 with ``received``, so the client resumes from
 there). The body streams to the temp file in chunks, written off the event loop; a body longer
 than its part (or than the maximum upload size) stops with 413 as soon as it passes, and none of
-that part is counted. When the connection drops or stalls mid-part, the bytes written so far are
-fsynced and counted: the client asks ``HEAD`` for the offset and sends the rest.
+that part is counted. When the connection drops or stalls mid-part (no byte for
+``api.part_idle_timeout_s``), the bytes written so far are fsynced and counted: the client asks
+``HEAD`` for the offset and sends the rest.
 
 Completion hashes the whole file off the loop (SHA-256), compares it with the declared checksum
 (a mismatch aborts the upload and removes the file: 422), renames the file to
@@ -24,6 +25,9 @@ retried after any crash finds its file and its video again: completion is idempo
 
 One request at a time works on an upload (a per-upload lock); a second one waits for it up to
 :data:`LOCK_WAIT_S` seconds, then gets 409.
+
+Metrics (:class:`~origin.metrics.serve.ServeMetrics`): bytes recorded, refusals of creating,
+writing and completing uploads by their error code, and parts ended by the idle timeout.
 """
 
 from __future__ import annotations
@@ -32,8 +36,8 @@ import asyncio
 import enum
 import errno
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +59,7 @@ from origin.api.upload_files import (
 )
 from origin.catalog import Catalog, Upload, Video
 from origin.catalog.models import new_id
+from origin.metrics.serve import ServeMetrics
 from origin.pipeline.start import first_jobs
 
 log = logging.getLogger("origin.api.uploads")
@@ -62,8 +67,6 @@ log = logging.getLogger("origin.api.uploads")
 WRITE_CHUNK = 1 << 20
 """Bytes gathered from the network before one write in a worker thread; bounds the memory one
 upload request holds (plus aiohttp's read buffer)."""
-READ_IDLE_TIMEOUT_S = 60.0
-"""A part whose body sends nothing for this long is treated like a dropped connection."""
 LOCK_WAIT_S = 10.0
 """How long a request waits for another one on the same upload before answering 409."""
 
@@ -82,6 +85,8 @@ class UploadSettings:
     """Completed uploads: ``{sources}/{video_id}/source``."""
     max_attempts: int
     """Attempts of each pipeline job the completion enqueues."""
+    part_idle_timeout_s: float = 60.0
+    """A part whose body sends nothing for this long is treated like a dropped connection."""
 
 
 class Outcome(enum.Enum):
@@ -92,20 +97,26 @@ class Outcome(enum.Enum):
     SHORT = "short"
     """The body ended (cleanly) before the part did; what came is kept."""
     DROPPED = "dropped"
-    """The connection broke or stalled; what came is kept."""
+    """The connection broke; what came is kept."""
+    STALLED = "stalled"
+    """No byte arrived for ``part_idle_timeout_s``; what came is kept."""
     TOO_LARGE = "too_large"
     """The body went past the part's end; none of it is kept."""
 
 
-async def receive(content: StreamReader, part: PartFile, limit: int) -> Outcome:
-    """Stream ``content`` into ``part`` until EOF; stop at once past ``limit`` bytes."""
+async def receive(content: StreamReader, part: PartFile, limit: int, idle_s: float) -> Outcome:
+    """Stream ``content`` into ``part`` until EOF; stop at once past ``limit`` bytes, or when
+    nothing arrives for ``idle_s`` seconds."""
     pending = bytearray()
     seen = 0
     while True:
         try:
-            async with asyncio.timeout(READ_IDLE_TIMEOUT_S):
+            async with asyncio.timeout(idle_s):
                 chunk = await content.readany()
-        except (ConnectionError, ClientPayloadError, HttpProcessingError, TimeoutError):
+        except TimeoutError:
+            outcome = Outcome.STALLED
+            break
+        except (ConnectionError, ClientPayloadError, HttpProcessingError):
             outcome = Outcome.DROPPED
             break
         if not chunk:
@@ -185,10 +196,20 @@ class KeyedLocks:
 class UploadRoutes:
     """The upload handlers, bound to one catalog and the upload settings."""
 
-    def __init__(self, catalog: Catalog, settings: UploadSettings) -> None:
+    def __init__(self, catalog: Catalog, settings: UploadSettings, metrics: ServeMetrics) -> None:
         self._catalog = catalog
         self._settings = settings
+        self._metrics = metrics
         self._locks = KeyedLocks()
+
+    @contextmanager
+    def _refusals(self) -> Iterator[None]:
+        """Count an :class:`ApiError` leaving the block by its code, and let it go on."""
+        try:
+            yield
+        except ApiError as e:
+            self._metrics.upload_refused(e.code)
+            raise
 
     @asynccontextmanager
     async def _exclusive(self, upload_id: str) -> AsyncIterator[None]:
@@ -199,6 +220,10 @@ class UploadRoutes:
             yield
 
     async def create(self, request: web.Request) -> web.Response:
+        with self._refusals():
+            return await self._create(request)
+
+    async def _create(self, request: web.Request) -> web.Response:
         new = parse_new_upload(await read_json(request), self._settings.max_upload_size)
         upload_id = new_id()
         temp = self._settings.upload_dir / f"{upload_id}.part"
@@ -233,10 +258,11 @@ class UploadRoutes:
         return json_response(body, 200, headers)
 
     async def put_part(self, request: web.Request) -> web.StreamResponse:
-        upload_id = check_id(request.match_info["upload_id"], "upload id")
         try:
-            async with self._exclusive(upload_id):
-                return await self._put_part(request, upload_id)
+            with self._refusals():
+                upload_id = check_id(request.match_info["upload_id"], "upload id")
+                async with self._exclusive(upload_id):
+                    return await self._put_part(request, upload_id)
         except ApiError as e:
             # The body may be unread: close the connection after the answer.
             e.close_connection = True
@@ -273,12 +299,15 @@ class UploadRoutes:
             part = await asyncio.to_thread(PartFile.open, temp, upload.received)
         except UploadDataLost as e:
             await run_catalog(self._catalog.abort_upload, upload.upload_id)
+            await asyncio.to_thread(remove_quietly, temp)
             log.error("upload data lost", extra={"upload_id": upload.upload_id, "error": str(e)})
             raise ApiError(410, "upload_lost", "the upload's bytes are lost; start again") from e
         except OSError as e:
             raise _storage_error(e) from e
         try:
-            outcome = await receive(request.content, part, length)
+            outcome = await receive(
+                request.content, part, length, self._settings.part_idle_timeout_s
+            )
         except asyncio.CancelledError:
             # Shutting down: keep what arrived, then let the cancellation go on.
             await asyncio.shield(self._keep(upload, part, Outcome.DROPPED))
@@ -305,6 +334,9 @@ class UploadRoutes:
             upload = await run_catalog(
                 self._catalog.add_upload_bytes, upload.upload_id, upload.received, kept
             )
+            self._metrics.upload_received(kept)
+        if outcome is Outcome.STALLED:
+            self._metrics.upload_idle_timeout()
         if outcome is not Outcome.WHOLE:
             log.info(
                 "upload part ended early",
@@ -318,10 +350,11 @@ class UploadRoutes:
         return upload
 
     async def complete(self, request: web.Request) -> web.StreamResponse:
-        upload_id = check_id(request.match_info["upload_id"], "upload id")
-        async with self._exclusive(upload_id):
-            upload = await run_catalog(self._catalog.get_upload, upload_id)
-            return await self._finish(upload)
+        with self._refusals():
+            upload_id = check_id(request.match_info["upload_id"], "upload id")
+            async with self._exclusive(upload_id):
+                upload = await run_catalog(self._catalog.get_upload, upload_id)
+                return await self._finish(upload)
 
     async def _finish(self, upload: Upload) -> web.Response:
         """Complete a fully received upload (idempotent); the caller holds its lock."""

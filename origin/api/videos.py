@@ -13,8 +13,16 @@ GET    /api/v1/search?q=&limit=&status=   FTS5, best match first
 ```
 
 A delete removes the catalog's record first (the control plane stops placing the title), then
-the published files and the uploaded source. Deleting a deleted video again redoes the file
-removal and answers 200, so a delete whose file removal failed can simply be retried.
+the published files, the uploaded source, the staging directories and the work directory of a
+pipeline that was still running (its next catalog call finds the video gone; a publish that
+renamed its title into place meanwhile takes it away again). Deleting a deleted video again
+redoes the file removal and answers 200, so a delete whose file removal failed can simply be
+retried. A re-run first removes what the failed run left (a title renamed into place whose
+publication was never recorded, staging and work directories): publishing never replaces a
+title in place.
+
+Anonymous readers (``api.public_read``, no token) see whether a video FAILED but not why: the
+reason may quote a tool's error output with the origin's paths.
 """
 
 from __future__ import annotations
@@ -24,8 +32,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
+from origin.api.auth import anonymous
 from origin.api.boundary import read_json, run_catalog
 from origin.api.errors import ApiError, json_response
 from origin.api.input import (
@@ -46,6 +55,7 @@ from origin.api.render import (
 from origin.api.upload_files import remove_source
 from origin.catalog import Catalog, NotFound, PublishedFile
 from origin.pipeline.start import first_jobs
+from origin.pipeline.workdir import WorkDir, remove_tree
 from origin.storage import MediaWriter
 
 log = logging.getLogger("origin.api.videos")
@@ -57,6 +67,9 @@ class VideoSettings:
     """Uploaded sources, removed with their video."""
     max_attempts: int
     """Attempts of each job a re-run enqueues."""
+    work_dir: Path | None = None
+    """``pipeline.work_dir``: a deleted or re-run video's intermediate files are removed from
+    ``{work_dir}/{video_id}`` (None: left for the operator)."""
 
 
 class VideoRoutes:
@@ -77,12 +90,12 @@ class VideoRoutes:
             cursor=q.cursor,
             include_deleted=q.include_deleted,
         )
-        return json_response(page_json(page))
+        return json_response(page_json(page, reasons=_reasons(request)))
 
     async def get(self, request: web.Request) -> web.Response:
         video_id = _video_id(request)
         detail = await run_catalog(self._catalog.video_detail, video_id)
-        return json_response(detail_json(detail))
+        return json_response(detail_json(detail, reasons=_reasons(request)))
 
     async def patch(self, request: web.Request) -> web.Response:
         video_id = _video_id(request)
@@ -109,6 +122,7 @@ class VideoRoutes:
         try:
             removed = await self._storage.remove_video(video_id)
             await asyncio.to_thread(remove_source, self._settings.sources, video_id)
+            await self._remove_pipeline_files(video_id)
         except OSError as e:
             log.error("cannot remove video files", extra={"video_id": video_id, "error": str(e)})
             raise ApiError(
@@ -132,6 +146,22 @@ class VideoRoutes:
 
     async def rerun(self, request: web.Request) -> web.Response:
         video_id = _video_id(request)
+        video = await run_catalog(self._catalog.get_video, video_id)
+        if video.status == "FAILED":
+            # Only a re-run (or a delete) moves a video out of FAILED, and no pipeline step
+            # runs for it: what the failed run left can go before the new run starts.
+            try:
+                stale = await self._storage.remove_video(video_id)
+                await self._remove_pipeline_files(video_id)
+            except OSError as e:
+                log.error(
+                    "cannot clear a failed run", extra={"video_id": video_id, "error": str(e)}
+                )
+                raise ApiError(
+                    500, "storage_error", "the failed run's files cannot be removed; retry"
+                ) from e
+            if stale:
+                log.info("stale title removed before a re-run", extra={"video_id": video_id})
         video = await run_catalog(
             self._catalog.rerun, video_id, jobs=first_jobs(self._settings.max_attempts)
         )
@@ -147,7 +177,18 @@ class VideoRoutes:
     async def search(self, request: web.Request) -> web.Response:
         q = parse_search_query(request.query)
         hits = await run_catalog(self._catalog.search, q.q, limit=q.limit, status=q.status)
-        return json_response(search_json(q.q, hits))
+        return json_response(search_json(q.q, hits, reasons=_reasons(request)))
+
+    async def _remove_pipeline_files(self, video_id: str) -> None:
+        """The video's staging directories and, when configured, its work directory."""
+        await self._storage.remove_staging(video_id)
+        if self._settings.work_dir is not None:
+            await remove_tree(WorkDir(self._settings.work_dir, video_id).root)
+
+
+def _reasons(request: web.Request) -> bool:
+    """Whether the answer may say why a video failed: not to anonymous readers."""
+    return not anonymous(request.headers.get(hdrs.AUTHORIZATION))
 
 
 def _video_id(request: web.Request) -> str:

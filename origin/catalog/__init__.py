@@ -10,6 +10,7 @@
 
 from origin.catalog.errors import CatalogError, Conflict, Invalid, NotFound
 from origin.catalog.models import (
+    CatalogStats,
     Job,
     JobCounts,
     JobSpec,
@@ -28,6 +29,7 @@ from origin.catalog.repo import Catalog, SqliteCatalog
 __all__ = [
     "Catalog",
     "CatalogError",
+    "CatalogStats",
     "Conflict",
     "Invalid",
     "Job",

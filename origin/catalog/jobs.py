@@ -208,6 +208,27 @@ def pending(c: sqlite3.Connection, kinds: Sequence[str] | None) -> int:
     return int(row[0])
 
 
+def backlog(c: sqlite3.Connection, now: float) -> tuple[dict[tuple[str, str], int], float]:
+    """Queued and leased jobs of videos that can progress, by ``(kind, state)``, and how long
+    the oldest due queued job has waited (0 if none). One query per state so that each walks
+    its partial index, not the finished jobs (monitoring runs this at every scrape)."""
+    counts: dict[tuple[str, str], int] = {}
+    oldest_due: float | None = None
+    for state in ("queued", "leased"):
+        rows = c.execute(
+            "SELECT j.kind, count(*), min(CASE WHEN j.not_before <= :now THEN j.not_before END) "
+            "FROM jobs AS j JOIN videos AS v ON v.video_id = j.video_id "
+            "WHERE j.state = :state AND v.status != 'FAILED' AND v.deleted_at IS NULL "
+            "GROUP BY j.kind",
+            {"now": now, "state": state},
+        ).fetchall()
+        for kind, n, due in rows:
+            counts[kind, state] = int(n)
+            if state == "queued" and due is not None:
+                oldest_due = due if oldest_due is None else min(oldest_due, due)
+    return counts, 0.0 if oldest_due is None else max(0.0, now - oldest_due)
+
+
 def reset_unfinished(c: sqlite3.Connection, video_id: str, now: float) -> None:
     """Queued and failed jobs start over with fresh attempts; error logs are kept."""
     c.execute(

@@ -37,10 +37,10 @@ MAX_TAG_LEN = 64
 MAX_ERROR_LEN = 4_000
 """Characters of one job error kept (the stderr tail of ffmpeg fits; a whole log does not)."""
 
-RENDITION_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")
+RENDITION_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}\Z")
 """Rendition names are one path component of the published layout (``h264-720p``)."""
 
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
 
 # The pipeline moves forward through these; READY comes only from a publish, PENDING again only
 # from an operator's re-run of a FAILED video.
@@ -78,10 +78,23 @@ def check_status(status: str) -> VideoStatus:
     return cast(VideoStatus, status)
 
 
+def is_unicode_text(value: str) -> bool:
+    """Whether ``value`` is text UTF-8 can carry: no lone surrogate (``"\\ud800"`` in JSON is
+    one; Python's ``json`` and ``os.fsdecode`` let them through)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_text(name: str, value: str, limit: int, *, empty_ok: bool) -> str:
     if not isinstance(value, str) or len(value) > limit or (not empty_ok and not value.strip()):
         what = "a string" if empty_ok else "a non-empty string"
         raise Invalid(f"{name} must be {what} of at most {limit} characters")
+    if not is_unicode_text(value):
+        # Stored, it would break every answer that carries it (they are UTF-8).
+        raise Invalid(f"{name} holds a lone surrogate, which is not text")
     return value
 
 
@@ -292,6 +305,21 @@ class JobCounts:
         for c in counts:
             q, le, d, f = q + c.queued, le + c.leased, d + c.done, f + c.failed
         return JobCounts(q, le, d, f)
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogStats:
+    """A snapshot of the catalog for monitoring (:meth:`Catalog.stats`)."""
+
+    jobs: Mapping[tuple[str, str], int]
+    """Jobs still to run (``queued``, due or backing off) or running (``leased``), by
+    ``(kind, state)``, of videos that can progress (neither FAILED nor deleted): the work ahead
+    of the workers. Kinds and states with no job are absent."""
+    oldest_due_s: float
+    """Seconds the longest-waiting due queued job has been claimable (0 when none is due): it
+    grows when no worker takes jobs."""
+    videos: Mapping[str, int]
+    """Videos by status, deleted ones left out. Statuses with no video are absent."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,7 @@ from origin.catalog.errors import CatalogError, Conflict, Invalid, NotFound, fro
 from origin.catalog.models import (
     MAX_DESCRIPTION,
     MAX_TITLE,
+    CatalogStats,
     Job,
     JobCounts,
     JobSpec,
@@ -296,6 +297,11 @@ class Catalog(Protocol):
     def pending_jobs(self, kinds: Sequence[str] | None = None) -> int:
         """Jobs of ``kinds`` (any if None) queued, due or not, or leased, of every video but
         FAILED or deleted ones, whose jobs are never handed out: zero means nothing is left."""
+        ...
+
+    def stats(self) -> CatalogStats:
+        """Job backlog and videos by status, from one snapshot (for ``/metrics``; cheap: it
+        reads the unfinished jobs and one index of the videos)."""
         ...
 
     def close(self) -> None: ...
@@ -821,6 +827,16 @@ class SqliteCatalog:
             raise Invalid("kinds is None (any kind) or a list of at least one kind")
         with self._tx(write=False) as c:
             return queue.pending(c, kinds)
+
+    def stats(self) -> CatalogStats:
+        with self._tx(write=False) as c:
+            jobs, oldest_due_s = queue.backlog(c, self._now())
+            rows = c.execute(
+                "SELECT status, count(*) FROM videos WHERE deleted_at IS NULL GROUP BY status"
+            ).fetchall()
+            return CatalogStats(
+                jobs=jobs, oldest_due_s=oldest_due_s, videos={s: int(n) for s, n in rows}
+            )
 
 
 def _video_values(title: str, description: str, tags: Iterable[str]) -> tuple[str, str, str]:

@@ -14,9 +14,14 @@ Choices worth knowing:
 - ``videos`` has an ``INTEGER PRIMARY KEY`` (``id``) besides its ``video_id``: the FTS5 index is
   an external-content table keyed by rowid, and a rowid that is not an alias of an
   ``INTEGER PRIMARY KEY`` may change on ``VACUUM``, which would silently detach the index.
-- Search: ``videos_fts`` is external-content FTS5 over title, description and tags (the JSON
-  array text; the tokenizer drops the punctuation), kept in sync by triggers on insert, delete
-  and on updates *of those columns only*, so view counts and status changes never touch it.
+- Search: ``videos_fts`` is external-content FTS5 over title, description and tags, kept in
+  sync by triggers on insert, delete and on updates *of those columns only*, so view counts and
+  status changes never touch it. Tags are indexed as their plain text joined by spaces
+  (:data:`TAGS_TEXT`), not as the stored JSON array, whose ``\u00e9`` escapes would make
+  ``été`` unsearchable and ``u00e9t`` a match (migration 2). The content table is the view
+  ``videos_search``, which shows the tags the same way, so that FTS5's ``rebuild`` and
+  ``integrity-check`` commands (and any read of the index's columns) see what the triggers
+  indexed.
 - Jobs carry no dependency list: the pipeline enqueues stage by stage (see
   :mod:`origin.catalog.repo`); ``UNIQUE (video_id, key)`` makes every enqueue idempotent.
 """
@@ -160,7 +165,64 @@ _V1: tuple[str, ...] = (
     """,
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+TAGS_TEXT = (
+    "(WITH RECURSIVE i (n) AS ("
+    "SELECT 0 WHERE json_array_length({tags}) > 0 "
+    "UNION ALL SELECT n + 1 FROM i WHERE n + 1 < json_array_length({tags})) "
+    "SELECT coalesce(group_concat(json_extract({tags}, '$[' || n || ']'), ' '), '') "
+    "FROM (SELECT n FROM i ORDER BY n))"
+)
+"""SQL for a tags JSON array as its tags joined by spaces, in array order (``{tags}``: the
+column). The order is fixed so that a trigger's ``delete`` repeats exactly what was indexed.
+A recursive CTE, not ``json_each``: SQLite refuses a table-valued function inside FTS5's
+``rebuild`` and ``integrity-check`` scans of the content view."""
+
+
+def _tags_text(tags: str) -> str:
+    return TAGS_TEXT.format(tags=tags)
+
+
+_V2: tuple[str, ...] = (
+    "DROP TRIGGER videos_fts_insert",
+    "DROP TRIGGER videos_fts_delete",
+    "DROP TRIGGER videos_fts_update",
+    "DROP TABLE videos_fts",
+    f"""
+    CREATE VIEW videos_search (id, title, description, tags) AS
+    SELECT id, title, description, {_tags_text("videos.tags")} FROM videos
+    """,
+    """
+    CREATE VIRTUAL TABLE videos_fts USING fts5 (
+        title, description, tags,
+        content = 'videos_search', content_rowid = 'id',
+        tokenize = 'unicode61 remove_diacritics 2'
+    )
+    """,
+    f"""
+    CREATE TRIGGER videos_fts_insert AFTER INSERT ON videos BEGIN
+        INSERT INTO videos_fts (rowid, title, description, tags)
+        VALUES (new.id, new.title, new.description, {_tags_text("new.tags")});
+    END
+    """,
+    f"""
+    CREATE TRIGGER videos_fts_delete AFTER DELETE ON videos BEGIN
+        INSERT INTO videos_fts (videos_fts, rowid, title, description, tags)
+        VALUES ('delete', old.id, old.title, old.description, {_tags_text("old.tags")});
+    END
+    """,
+    f"""
+    CREATE TRIGGER videos_fts_update AFTER UPDATE OF title, description, tags ON videos BEGIN
+        INSERT INTO videos_fts (videos_fts, rowid, title, description, tags)
+        VALUES ('delete', old.id, old.title, old.description, {_tags_text("old.tags")});
+        INSERT INTO videos_fts (rowid, title, description, tags)
+        VALUES (new.id, new.title, new.description, {_tags_text("new.tags")});
+    END
+    """,
+    # Index the rows already there, from the view.
+    "INSERT INTO videos_fts (videos_fts) VALUES ('rebuild')",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
 """Statements per migration, in order; append new migrations, never edit applied ones."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -24,6 +24,7 @@ Errors::
                     .step, .returncode (None: timed out or a check failed), .stderr_tail.
                     Worth a retry (another worker, another time) up to the job's maximum.
     ProbeRejected   the upload is not a usable video; .reason is for the creator. No retry.
+                    (chunks.TooShort: no whole frame, or less than one AAC frame, to encode.)
     ToolNotFound    (origin.sample) the binaries are not installed for this platform.
 
 Every async function here can run on any event loop, including ``asyncio.run`` inside a worker

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from origin.media.ladder import Rung
-from origin.media.probe import ProbeResult
+from origin.media.probe import ProbeRejected, ProbeResult
 from origin.media.tools import MediaError, Tools, run
 
 GOP_SECONDS = 2
@@ -148,6 +148,33 @@ def frame_count(duration: float, fps: Fraction) -> int:
     return math.floor(duration * fps + 1e-3)
 
 
+class TooShort(ProbeRejected):
+    """The source holds no whole output frame, or has audio and lasts less than one AAC frame:
+    nothing can be encoded from it (a permanent rejection, like any :class:`ProbeRejected`)."""
+
+
+def check_length(probe: ProbeResult, max_fps: int = MAX_FPS) -> None:
+    """Raise :class:`TooShort` with a reason a creator can read unless the probed (and
+    validated) source has a whole output frame and, with audio, a whole AAC frame within it.
+
+    The probe's minimum duration does not cover this: it judges the declared duration, and the
+    one measured from the packets may be shorter by up to the truncation check's slack.
+    """
+    fps = output_fps(probe.fps, max_fps)
+    frames = frame_count(probe.duration, fps)
+    if frames <= 0:
+        raise TooShort(
+            f"the video is too short: no whole frame at {float(fps):g} fps "
+            f"in {probe.duration:.3f} s"
+        )
+    seconds = Fraction(frames) / fps
+    if probe.has_audio and audio_sample_limit(seconds) <= 0:
+        raise TooShort(
+            f"the video is too short: {frames} frame(s), {float(seconds):.3f} s, "
+            f"less than one audio frame ({AAC_FRAME_SAMPLES} samples at {AUDIO_RATE} Hz)"
+        )
+
+
 def split_frames(total_frames: int, gop: int, chunk_gops: int) -> tuple[Chunk, ...]:
     """Runs of ``chunk_gops`` whole GOPs; the last takes what is left (at least one frame)."""
     if total_frames <= 0 or gop <= 0 or chunk_gops <= 0:
@@ -164,12 +191,12 @@ def plan_chunks(
     gop_seconds: int = GOP_SECONDS,
     max_fps: int = MAX_FPS,
 ) -> ChunkPlan:
-    """Cut a probed (and validated) source into GOP-aligned chunks of about ``chunk_seconds``."""
+    """Cut a probed (and validated) source into GOP-aligned chunks of about ``chunk_seconds``;
+    :class:`TooShort` if there is nothing to cut (:func:`check_length`)."""
+    check_length(probe, max_fps)
     fps = output_fps(probe.fps, max_fps)
     gop = gop_frames(fps, gop_seconds)
     total = frame_count(probe.duration, fps)
-    if total <= 0:
-        raise ValueError(f"no whole frame in {probe.duration} s")
     chunk_gops = max(1, round(chunk_seconds / gop_seconds))
     return ChunkPlan(
         fps=fps,
@@ -400,7 +427,10 @@ async def encode_audio(
     :attr:`ChunkPlan.duration`)."""
     max_samples = audio_sample_limit(duration_limit)
     if max_samples <= 0:
-        raise ValueError(f"video too short for one AAC frame: {duration_limit} s")
+        raise TooShort(
+            f"the video is too short: {float(duration_limit):.3f} s, less than one audio frame "
+            f"({AAC_FRAME_SAMPLES} samples at {AUDIO_RATE} Hz)"
+        )
     argv = audio_args(tools.ffmpeg, src, probe, out, max_samples=max_samples)
     await run(argv, step="encode audio", timeout=timeout)
     check = await check_stream(tools, out, count=False, step="check audio")

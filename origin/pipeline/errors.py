@@ -8,8 +8,9 @@ Exception raised by a stage          -> recorded with Catalog.fail(..., permanen
  │                                   gone. The video is FAILED with the message.
  ├── origin.media.ProbeRejected      permanent (its reason, as Rejected)
  ├── origin.catalog.NotFound         permanent: the video was deleted under the job
- ├── origin.media.MediaError         retried: a tool failed or timed out; the message names the
- │                                   step and ends with the tool's stderr tail
+ ├── origin.media.MediaError         retried: a tool failed or timed out (ToolTimeout, also
+ │                                   counted); the message names the step and ends with the
+ │                                   tool's stderr tail
  └── anything else                   retried: I/O, a busy database, a bug (logged with its trace)
 asyncio.CancelledError               never recorded: the lease was lost (another worker redoes
                                      the job) or the worker is shutting down (the lease expires)
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 
 from origin.catalog import NotFound
 from origin.media.probe import ProbeRejected
-from origin.media.tools import MediaError
+from origin.media.tools import MediaError, ToolTimeout
 
 
 class Rejected(Exception):
@@ -40,6 +41,8 @@ class Verdict:
     permanent: bool
     expected: bool
     """False for errors that look like bugs: logged with their traceback."""
+    tool_timeout: bool = False
+    """A tool was killed at its timeout (the worker counts these by job kind)."""
 
 
 def classify(exc: Exception) -> Verdict:
@@ -51,7 +54,8 @@ def classify(exc: Exception) -> Verdict:
     if isinstance(exc, NotFound):
         return Verdict(f"gone: {exc}", permanent=True, expected=True)
     if isinstance(exc, MediaError):
-        return Verdict(str(exc), permanent=False, expected=True)
+        timed_out = isinstance(exc, ToolTimeout)
+        return Verdict(str(exc), permanent=False, expected=True, tool_timeout=timed_out)
     if isinstance(exc, OSError):
         return Verdict(f"{type(exc).__name__}: {exc}", permanent=False, expected=True)
     return Verdict(f"{type(exc).__name__}: {exc}", permanent=False, expected=False)

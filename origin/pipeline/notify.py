@@ -2,9 +2,9 @@
 
 Its own job, enqueued in the transaction that completes ``publish``, so a notification is
 never lost to a crash between publishing and sending. The stage completes whatever the
-receiver does: a delivery that was given up is logged, counted and recorded in the job's
-result, and never fails the job, since a failed job of a READY video would say the title
-failed when it did not (the catalog keeps it READY either way).
+receiver does: every delivery is counted (``Context.on_webhook``); one that was given up is
+logged and recorded in the job's result, and never fails the job, since a failed job of a
+READY video would say the title failed when it did not (the catalog keeps it READY either way).
 """
 
 from __future__ import annotations
@@ -54,8 +54,9 @@ async def run(ctx: Context, job: Job) -> Done:
                 timeout_s=ctx.webhook.timeout_s,
                 attempts=ctx.webhook.attempts,
             )
+    if url is not None:
+        ctx.on_webhook(delivery)
     if url is not None and not delivery.delivered:
-        ctx.on_webhook_failure()
         log.warning(
             "webhook not delivered",
             extra={

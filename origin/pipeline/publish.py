@@ -2,11 +2,17 @@
 
 1. A video that is READY already was published by an earlier attempt that lost its lease
    before completing: only the clean-up and the completion are left.
-2. ``storage.publish`` renames the staging directory to ``v/{video_id}`` in one step. If the
-   staging directory is gone, an earlier attempt renamed it and died before recording it: the
-   title's files are listed where they are.
+2. ``storage.publish`` renames the staging directory to ``v/{video_id}`` in one step, never
+   onto a title in place: a title in place was put there by an earlier or concurrent attempt
+   (the same job redone after a lost lease, or released at a shutdown while its thread still
+   ran), and its files are listed where they are. Publishing never removes a title; a stale
+   ``v/{video_id}`` of a video that starts over is removed by what starts it over (the API's
+   delete and re-run).
 3. ``set_published`` records the renditions, the files (path, size, rendition) and READY in one
    transaction. A ``Conflict`` because another attempt made it READY meanwhile counts as done.
+   A video deleted meanwhile (the delete found no title yet to remove) has its title taken away
+   again, and the job ends without error: checked right after the rename in the same worker
+   thread (which a cancellation does not stop) and again by ``set_published`` (``NotFound``).
 4. The title's work directory and any staging directories that killed ``package`` attempts
    left behind are removed.
 5. With a webhook configured, ``notify`` is enqueued with the completion.
@@ -15,19 +21,21 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
-import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from origin.catalog import Conflict, Job, PublishedFile, Rendition, Video
+from origin.catalog import Catalog, Conflict, Job, NotFound, PublishedFile, Rendition, Video
 from origin.media.package import SUBS_DIR
 from origin.pipeline.errors import Rejected
 from origin.pipeline.jobs import PublishPayload, notify_job
 from origin.pipeline.package import subtitle_rendition
 from origin.pipeline.stage import Context, Done
 from origin.pipeline.workdir import remove_tree
-from origin.storage import STAGING, LocalStorage, StoredFile, list_files
+from origin.storage import LocalStorage, StoredFile
+
+log = logging.getLogger("origin.pipeline.publish")
 
 
 def rendition_of(key: str, video_id: str, renditions: Iterable[Rendition]) -> str | None:
@@ -59,22 +67,6 @@ def published_files(
     return [PublishedFile(f.key, f.size, rendition_of(f.key, video_id, renditions)) for f in stored]
 
 
-def title_files(storage: LocalStorage, video_id: str) -> list[StoredFile]:
-    """The files of a published title, as ``storage.publish`` returned them (blocking)."""
-    return list_files(storage.root / "v" / video_id, video_id)
-
-
-def sweep_staging(storage: LocalStorage, video_id: str) -> None:
-    """Remove what killed attempts left of this title in the staging area (blocking).
-
-    Staging directories are named ``{video_id}.…`` (ids hold no dot). Once the title is
-    published no attempt may still use one: any worker that still writes there lost its lease.
-    """
-    base = storage.root / STAGING
-    for path in base.glob(f"{video_id}.*"):
-        shutil.rmtree(path, ignore_errors=True)
-
-
 async def run(ctx: Context, job: Job) -> Done:
     payload = PublishPayload.from_json(job.payload)
     video = await ctx.db(ctx.catalog.get_video, job.video_id)
@@ -83,11 +75,13 @@ async def run(ctx: Context, job: Job) -> Done:
     if not already:
         if video.status == "FAILED":
             raise Rejected(f"the video is FAILED: {video.failure_reason}")
-        stored = await _put_in_place(ctx, job.video_id, payload.staging)
-        files = published_files(stored, job.video_id, payload.renditions)
-        video, already = await _record(ctx, job.video_id, payload.renditions, files)
-    await remove_tree(ctx.work(job.video_id).root)
-    await asyncio.to_thread(sweep_staging, ctx.storage, job.video_id)
+        try:
+            stored = await _put_in_place(ctx, job.video_id, payload.staging)
+            files = published_files(stored, job.video_id, payload.renditions)
+            video, already = await _record(ctx, job.video_id, payload.renditions, files)
+        except NotFound:
+            return await _deleted_meanwhile(ctx, job.video_id)
+    await _clean_up(ctx, job.video_id)
     then = (notify_job(video, ctx.pipeline.max_attempts),) if ctx.webhook.url else ()
     return Done(
         result={"files": len(stored), "bytes": sum(f.size for f in stored), "already": already},
@@ -96,14 +90,34 @@ async def run(ctx: Context, job: Job) -> Done:
 
 
 async def _put_in_place(ctx: Context, video_id: str, staging: Path) -> list[StoredFile]:
-    if await asyncio.to_thread(staging.is_dir):
-        return await ctx.storage.publish(video_id, staging)
-    stored = await asyncio.to_thread(title_files, ctx.storage, video_id)
+    try:
+        stored = await asyncio.to_thread(_place, ctx.storage, ctx.catalog, video_id, staging)
+    except FileNotFoundError:
+        stored = []
     if not stored:
         raise Rejected(
             f"the staged title {staging.name} is gone and nothing is published "
             "(re-run the title without keeping done jobs)"
         )
+    return stored
+
+
+def _place(
+    storage: LocalStorage, catalog: Catalog, video_id: str, staging: Path
+) -> list[StoredFile]:
+    """The rename, then whether the video is still there, in one worker-thread hop (blocking).
+
+    A delete between this attempt's read of the video and its rename found no title to remove;
+    the delete also removed the video's jobs, so the lease keeper cancels this attempt, but a
+    cancellation does not stop a thread: the title it placed is taken away again here
+    (``NotFound``). A delete after the check finds the title in place and removes it itself.
+    """
+    stored = storage.publish_blocking(video_id, staging)
+    try:
+        catalog.get_video(video_id)
+    except NotFound:
+        storage.remove_video_blocking(video_id)
+        raise
     return stored
 
 
@@ -118,3 +132,21 @@ async def _record(
         if video.status != "READY":
             raise
         return video, True
+
+
+async def _deleted_meanwhile(ctx: Context, video_id: str) -> Done:
+    """The video was deleted after this attempt read it: take away what it placed."""
+    removed = await ctx.storage.remove_video(video_id)
+    await _clean_up(ctx, video_id)
+    log.info("video deleted while publishing", extra={"video_id": video_id, "removed": removed})
+    return Done(result={"files": 0, "bytes": 0, "already": False, "deleted": True})
+
+
+async def _clean_up(ctx: Context, video_id: str) -> None:
+    """Remove the title's work directory and what killed attempts left in the staging area.
+
+    Once the title is published (or deleted) no attempt may still use a staging directory:
+    any worker that still writes there lost its lease.
+    """
+    await remove_tree(ctx.work(video_id).root)
+    await ctx.storage.remove_staging(video_id)

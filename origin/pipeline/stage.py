@@ -24,6 +24,7 @@ from origin.config import PipelineConfig, WebhookConfig
 from origin.media.tools import Tools
 from origin.pipeline.errors import Rejected
 from origin.pipeline.jobs import Analysis, JsonDict, parse
+from origin.pipeline.webhook import Delivery
 from origin.pipeline.workdir import WorkDir
 from origin.storage import LocalStorage
 
@@ -52,8 +53,8 @@ class Context:
     catalog: Catalog
     storage: LocalStorage
     tools: Tools
-    on_webhook_failure: Callable[[], None] = field(default=lambda: None)
-    """Called when a notification is given up (the worker counts them)."""
+    on_webhook: Callable[[Delivery], None] = field(default=lambda _delivery: None)
+    """Called with the outcome of every notification sent (the worker counts them)."""
 
     async def db(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run one catalog call in a worker thread."""

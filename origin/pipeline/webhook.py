@@ -23,13 +23,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 
 BACKOFF_BASE_S = 1.0
 BACKOFF_MAX_S = 30.0
 _RETRY_STATUSES = frozenset({408, 429})
+
+
+WebhookOutcome = Literal["delivered", "refused", "gave_up"]
+"""How a notification ended (:attr:`Delivery.outcome`): accepted; ``refused`` with a status
+that retrying cannot change; ``gave_up`` after every attempt timed out, could not connect or
+got a status worth retrying."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +45,14 @@ class Delivery:
     status: int | None
     """HTTP status of the last attempt; None if it got no response."""
     error: str | None
+
+    @property
+    def outcome(self) -> WebhookOutcome:
+        if self.delivered:
+            return "delivered"
+        if self.status is not None and not worth_retrying(self.status):
+            return "refused"
+        return "gave_up"
 
 
 def headers(token: str) -> dict[str, str]:

@@ -1,7 +1,8 @@
 """The encode worker: claims the pipeline's jobs from the catalog and runs their stages.
 
 ```
-python -m origin.pipeline.worker -c FILE [--once]      (to become: vodedge-origin worker -c FILE)
+vodedge-origin worker -c FILE [--once] [--metrics-listen HOST:PORT]
+python -m origin.pipeline.worker -c FILE [--once] [--metrics-listen HOST:PORT]   (the same)
 ```
 
 A process runs ``pipeline.concurrency`` slots, each with its own worker id
@@ -26,9 +27,16 @@ recorded for up to ``grace_s``; then cancel them (their tools are killed) and gi
 to the queue without spending the attempt (``Catalog.release``; if that fails, their leases
 expire), so that another worker redoes them. A second signal skips the wait.
 
+Operation (:func:`main`): with ``pipeline.metrics_listen`` (or ``--metrics-listen``, which
+overrides it so that workers on one machine get one port each) a small HTTP listener
+(:mod:`.listener`) answers ``/metrics`` (:class:`~origin.metrics.worker.WorkerMetrics` and the
+process's CPU and memory) and ``/healthz``. Under systemd (``Type=notify``) the worker sends
+READY=1 once the catalog is open and the listener bound, WATCHDOG=1 pings from the event loop,
+and STOPPING=1 when the shutdown starts (:mod:`vodedge.sdnotify`).
+
 Exit codes: 0 after a shutdown, or with ``once`` when the queue has nothing left; 1 when the
-worker cannot start (tools missing, catalog unusable) or a slot crashed on a bug; 2 for a bad
-command line or config file.
+worker cannot start (tools missing, catalog unusable, metrics address taken) or a slot crashed
+on a bug; 2 for a bad command line or config file.
 
 Errors, as the worker records them (:mod:`.errors`)::
 
@@ -44,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -55,11 +64,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry, ProcessCollector
+
 from origin import config as origin_config
 from origin.catalog import Catalog, CatalogError, Job, RetryPolicy, SqliteCatalog
 from origin.config import OriginConfig
 from origin.media.tools import ToolNotFound, Tools, find_tools
-from origin.pipeline import analyse, encode, notify, package, probe, publish
+from origin.metrics.serve import NS
+from origin.metrics.worker import JobOutcome, WorkerMetrics
+from origin.pipeline import analyse, encode, listener, notify, package, probe, publish
 from origin.pipeline.errors import classify
 from origin.pipeline.jobs import (
     ANALYSE,
@@ -71,10 +84,14 @@ from origin.pipeline.jobs import (
 )
 from origin.pipeline.stage import Context, Done, Stage
 from origin.pipeline.start import PROBE
+from origin.pipeline.webhook import Delivery
 from origin.pipeline.workdir import remove_tree
+from origin.serve import serving
 from origin.storage import LocalStorage
-from vodedge.configfile import ConfigError
+from vodedge.configfile import ConfigError, parse_listen
 from vodedge.logs import setup_logging
+from vodedge.sdnotify import Notifier, ping_watchdog
+from vodedge.tasks import TaskSet
 
 log = logging.getLogger("origin.pipeline.worker")
 
@@ -84,6 +101,9 @@ EXIT_USAGE = 2
 
 SHUTDOWN_GRACE_S = 30.0
 """Seconds running jobs get to finish after SIGTERM (systemd's stop timeout is 90 s)."""
+
+LISTENER_SHUTDOWN_S = 1.0
+"""Seconds a scrape in flight may take to finish when the worker stops."""
 
 STAGES: Mapping[str, Stage] = {
     PROBE: probe.run,
@@ -98,7 +118,7 @@ STAGES: Mapping[str, Stage] = {
 
 @dataclass(slots=True)
 class Stats:
-    """What one worker process did (logged when it stops)."""
+    """What one worker process did (logged when it stops; the metrics have it by kind)."""
 
     done: int = 0
     retried: int = 0
@@ -124,8 +144,10 @@ class Worker:
         name: str,
         once: bool = False,
         stages: Mapping[str, Stage] = STAGES,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.stats = Stats()
+        self._metrics = metrics or WorkerMetrics(CollectorRegistry(), stages)
         self._catalog = catalog
         self._pipeline = cfg.pipeline
         self._name = name
@@ -138,7 +160,7 @@ class Worker:
             catalog=catalog,
             storage=storage,
             tools=tools,
-            on_webhook_failure=self._count_webhook_failure,
+            on_webhook=self._count_webhook,
         )
 
     def worker_ids(self) -> list[str]:
@@ -173,8 +195,23 @@ class Worker:
         log.info("worker stopped", extra=asdict(self.stats))
         return self.stats
 
-    def _count_webhook_failure(self) -> None:
-        self.stats.webhook_failures += 1
+    def _count_webhook(self, delivery: Delivery) -> None:
+        self._metrics.webhook(delivery.outcome)
+        if not delivery.delivered:
+            self.stats.webhook_failures += 1
+
+    def _count(self, job: Job, outcome: JobOutcome, started: float) -> None:
+        """Count how an attempt ended: in the metrics, and in the totals logged at the stop."""
+        self._metrics.job_finished(job.kind, outcome, time.monotonic() - started)
+        match outcome:
+            case "done":
+                self.stats.done += 1
+            case "retried":
+                self.stats.retried += 1
+            case "failed":
+                self.stats.failed += 1
+            case "lost_lease":
+                self.stats.lost += 1
 
     # -- one slot ------------------------------------------------------------------------------
 
@@ -199,6 +236,7 @@ class Worker:
                 self._catalog.claim, worker_id, self._kinds, self._pipeline.lease_s
             )
         except CatalogError as e:
+            self._metrics.catalog_error("claim")
             log.warning("cannot claim", extra={"worker": worker_id, "error": str(e)})
             return None
 
@@ -206,10 +244,15 @@ class Worker:
         try:
             return await asyncio.to_thread(self._catalog.pending_jobs, self._kinds) == 0
         except CatalogError as e:
+            self._metrics.catalog_error("pending")
             log.warning("cannot count pending jobs", extra={"error": str(e)})
             return False
 
     async def _run_job(self, worker_id: str, job: Job) -> None:
+        with self._metrics.running.track_inprogress():
+            await self._attempt(worker_id, job)
+
+    async def _attempt(self, worker_id: str, job: Job) -> None:
         fields: dict[str, Any] = {
             "worker": worker_id,
             "job_id": job.job_id,
@@ -235,21 +278,27 @@ class Worker:
                 released = await self._release(worker_id, job)
                 what = "given back to the queue" if released else "its lease will expire"
                 log.warning(f"job cancelled by the shutdown; {what}", extra=fields)
+                self._count(
+                    job, "released_on_shutdown" if released else "cancelled_on_shutdown", started
+                )
                 raise
-            self.stats.lost += 1
+            self._count(job, "lost_lease", started)
             log.warning("lease lost; the stage was cancelled", extra=fields | _since(started))
             return
         except Exception as e:
-            await self._record_failure(worker_id, job, e, fields | _since(started))
+            failed = await self._record_failure(worker_id, job, e, fields | _since(started))
+            self._count(job, failed, started)
             return
         finally:
             await _stop(keeper)
-        await self._record_done(worker_id, job, done, fields | _since(started))
+        outcome = await self._record_done(worker_id, job, done, fields | _since(started))
+        self._count(job, outcome, started)
 
     async def _release(self, worker_id: str, job: Job) -> bool:
         try:
             return await asyncio.to_thread(self._catalog.release, job.job_id, worker_id)
         except CatalogError as e:
+            self._metrics.catalog_error("release")
             log.warning("cannot release the job", extra={"job_id": job.job_id, "error": str(e)})
             return False
 
@@ -261,6 +310,7 @@ class Worker:
                 held = await asyncio.to_thread(self._catalog.extend, job.job_id, worker_id, lease_s)
             except CatalogError as e:
                 # Two thirds of the lease are left: try again at the next tick.
+                self._metrics.catalog_error("extend")
                 log.warning(
                     "cannot extend the lease",
                     extra={"worker": worker_id, "job_id": job.job_id, "error": str(e)},
@@ -272,7 +322,7 @@ class Worker:
 
     async def _record_done(
         self, worker_id: str, job: Job, done: Done, fields: dict[str, Any]
-    ) -> None:
+    ) -> JobOutcome:
         try:
             recorded = await asyncio.to_thread(
                 self._catalog.complete,
@@ -283,22 +333,23 @@ class Worker:
                 when_all_done=done.when_all_done,
             )
         except CatalogError as e:
+            self._metrics.catalog_error("complete")
             log.error("cannot record the completion", extra=fields | {"error": str(e)})
             await self._undo(done)
-            await self._record_failure(worker_id, job, e, fields)
-            return
+            return await self._record_failure(worker_id, job, e, fields)
         if not recorded:
-            self.stats.lost += 1
             log.warning("lease lost before the completion; output dropped", extra=fields)
             await self._undo(done)
-            return
-        self.stats.done += 1
+            return "lost_lease"
         log.info("job done", extra=fields | {"next": [spec.key for spec in done.then[:5]]})
+        return "done"
 
     async def _record_failure(
         self, worker_id: str, job: Job, exc: Exception, fields: dict[str, Any]
-    ) -> None:
+    ) -> JobOutcome:
         verdict = classify(exc)
+        if verdict.tool_timeout:
+            self._metrics.tool_timeout(job.kind)
         trace = None if verdict.expected else exc
         fields = fields | {"error": verdict.error, "permanent": verdict.permanent}
         try:
@@ -310,18 +361,18 @@ class Worker:
                 permanent=verdict.permanent,
             )
         except CatalogError as e:
+            self._metrics.catalog_error("fail")
             log.error("cannot record the failure", extra=fields | {"catalog_error": str(e)})
-            return
+            return "unrecorded"
         if failed is None:
-            self.stats.lost += 1
             log.warning("job failed after its lease was lost", extra=fields)
-        elif failed.state == "failed":
-            self.stats.failed += 1
+            return "lost_lease"
+        if failed.state == "failed":
             log.error("job failed for good", extra=fields, exc_info=trace)
-        else:
-            self.stats.retried += 1
-            retry = {"retry_at": failed.not_before}
-            log.warning("job failed; will retry", extra=fields | retry, exc_info=trace)
+            return "failed"
+        retry = {"retry_at": failed.not_before}
+        log.warning("job failed; will retry", extra=fields | retry, exc_info=trace)
+        return "retried"
 
     async def _undo(self, done: Done) -> None:
         for path in done.undo:
@@ -365,9 +416,16 @@ def _since(started: float) -> dict[str, float]:
 # -- the process -----------------------------------------------------------------------------
 
 
-def main(cfg: OriginConfig, *, once: bool = False, grace_s: float = SHUTDOWN_GRACE_S) -> int:
+def main(
+    cfg: OriginConfig,
+    *,
+    once: bool = False,
+    grace_s: float | None = None,
+    metrics_listen: tuple[str, int] | None = None,
+) -> int:
     """Run a worker in the foreground until SIGTERM/SIGINT (or, with ``once``, until the queue
-    has nothing left); return the exit code."""
+    has nothing left); return the exit code. ``grace_s`` defaults to
+    ``pipeline.shutdown_grace_s``, ``metrics_listen`` to ``pipeline.metrics_listen``."""
     setup_logging("origin-worker", cfg.log.level)
     try:
         tools = find_tools()
@@ -383,23 +441,87 @@ def main(cfg: OriginConfig, *, once: bool = False, grace_s: float = SHUTDOWN_GRA
     except CatalogError as e:
         log.error("cannot start: catalog unusable", extra={"error": str(e)})
         return EXIT_FAILED
+    registry = CollectorRegistry()
+    ProcessCollector(namespace=NS, registry=registry)
+    metrics = WorkerMetrics(registry, STAGES)
     name = f"{socket.gethostname()}:{os.getpid()}"
-    worker = Worker(cfg, catalog, LocalStorage(cfg.media.root), tools, name=name, once=once)
+    worker = Worker(
+        cfg, catalog, LocalStorage(cfg.media.root), tools, name=name, once=once, metrics=metrics
+    )
+    process = WorkerProcess(
+        worker,
+        grace_s=cfg.pipeline.shutdown_grace_s if grace_s is None else grace_s,
+        registry=registry,
+        metrics_listen=metrics_listen or cfg.pipeline.metrics_listen,
+        notifier=Notifier(),
+    )
     with catalog, asyncio.Runner() as runner:
-        stats = runner.run(_serve(worker, grace_s))
-    return EXIT_FAILED if stats.crashed else EXIT_OK
+        return runner.run(process.run())
 
 
-async def _serve(worker: Worker, grace_s: float) -> Stats:
-    stop, hurry = asyncio.Event(), asyncio.Event()
+@dataclass
+class WorkerProcess:
+    """The worker's lifecycle around :meth:`Worker.run`: signals, the metrics listener and
+    systemd's notify protocol."""
 
-    def on_signal() -> None:
-        (hurry if stop.is_set() else stop).set()
+    worker: Worker
+    grace_s: float
+    registry: CollectorRegistry
+    metrics_listen: tuple[str, int] | None
+    notifier: Notifier
 
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal)
-    return await worker.run(stop, hurry, grace_s)
+    async def run(self) -> int:
+        stop, hurry = asyncio.Event(), asyncio.Event()
+
+        def on_signal() -> None:
+            (hurry if stop.is_set() else stop).set()
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+        async with contextlib.AsyncExitStack() as stack:
+            if self.metrics_listen is not None:
+                app = listener.make_app(self.registry, stop)
+                listening = serving(app, (self.metrics_listen,), LISTENER_SHUTDOWN_S, None)
+                try:
+                    await stack.enter_async_context(listening)
+                except OSError as e:
+                    log.error("cannot start: metrics listener", extra={"error": str(e)})
+                    return EXIT_FAILED
+            tasks = TaskSet(log)
+            stack.callback(self.notifier.close)
+            stack.push_async_callback(tasks.cancel_all)  # before the close: exits run LIFO
+            self.notifier.ready(f"running {len(self.worker.worker_ids())} job slots")
+            tasks.spawn(ping_watchdog(self.notifier), name="watchdog")
+            tasks.spawn(self._announce_stop(stop), name="announce stop")
+            stats = await self.worker.run(stop, hurry, self.grace_s)
+        return EXIT_FAILED if stats.crashed else EXIT_OK
+
+    async def _announce_stop(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self.notifier.stopping(f"stopping: running jobs get {self.grace_s:g} s to finish")
+
+
+def listen_address(value: str) -> tuple[str, int]:
+    """argparse type of ``--metrics-listen``: ``host:port``."""
+    try:
+        return parse_listen(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The worker's options after ``-c``, shared by ``vodedge-origin worker`` and
+    ``python -m origin.pipeline.worker``."""
+    parser.add_argument(
+        "--once", action="store_true", help="exit when no job is queued or leased (tests)"
+    )
+    parser.add_argument(
+        "--metrics-listen",
+        type=listen_address,
+        metavar="HOST:PORT",
+        help="serve /metrics and /healthz here (overrides pipeline.metrics_listen)",
+    )
 
 
 def cli(argv: list[str] | None = None) -> int:
@@ -407,16 +529,14 @@ def cli(argv: list[str] | None = None) -> int:
         prog="python -m origin.pipeline.worker", description="Run the origin's encode worker."
     )
     parser.add_argument("-c", "--config", required=True, type=Path, help="TOML config file")
-    parser.add_argument(
-        "--once", action="store_true", help="exit when no job is queued or leased (tests)"
-    )
+    add_arguments(parser)
     args = parser.parse_args(argv)
     try:
         cfg = origin_config.load(args.config)
     except ConfigError as e:
         print(f"origin worker: {e}", file=sys.stderr)
         return EXIT_USAGE
-    return main(cfg, once=args.once)
+    return main(cfg, once=args.once, metrics_listen=args.metrics_listen)
 
 
 if __name__ == "__main__":

@@ -169,4 +169,9 @@ def test_admin_input_rules() -> None:
     assert parse_purge({"prefixes": ["/v/abc/"]}) == ([], ["/v/abc/"])
     with pytest.raises(BadRequest):
         parse_purge({"prefixes": ["/v/bad id/"]})
+    for trailing_newline in ("/v/abc\n", "/v/abc\n/x", "/v/abc/\n"):
+        with pytest.raises(BadRequest):
+            parse_purge({"prefixes": [trailing_newline]})
+    with pytest.raises(BadRequest):
+        parse_purge({"paths": ["/v/abc\n/x.m4s"]})
     assert decode_cursor(encode_cursor("/v/ä/x")) == "/v/ä/x"

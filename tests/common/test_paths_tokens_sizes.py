@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vodedge.paths import PathError, parse_object_path
+from vodedge.paths import VIDEO_ID_RE, PathError, parse_object_path
 from vodedge.sizes import parse_size
 from vodedge.tokens import TokenVerdict, sign, verify
 
@@ -91,3 +91,14 @@ def test_sizes(text: str | int, n: int) -> None:
 def test_bad_sizes(bad: str) -> None:
     with pytest.raises(ValueError):
         parse_size(bad)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["/v/abc\n/x", "/v/abc/x\n", "/t/tok/v/abc\n/x", "/v/abc/h264-360p\n/x.m4s"],
+)
+def test_a_trailing_newline_is_no_id_or_name(raw: str) -> None:
+    """``$`` matches before a final newline; the patterns end in ``\\Z``."""
+    with pytest.raises(PathError):
+        parse_object_path(raw)
+    assert not VIDEO_ID_RE.match("abc\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ import pytest
 from origin import config
 from origin.cli import main
 from vodedge.configfile import ConfigError
+
+FIRMWARE = Path(__file__).resolve().parents[2] / "firmware-config" / "origin.toml"
 
 GOOD = """
 [server]
@@ -63,6 +66,10 @@ def test_config_is_frozen(tmp_path: Path) -> None:
         ('[media]\nroot = ""\n', "media.root:"),
         ('[media]\npath = "/x"\n', "media.path: unknown key"),
         ('[log]\nlevel = "loud"\n', "log.level:"),
+        ("[api]\npart_idle_timeout_s = 0.5\n", "api.part_idle_timeout_s: must be >= 1.0"),
+        ('[api]\npart_idle_timeout_s = "60"\n', "api.part_idle_timeout_s: expected float"),
+        ('[pipeline]\nmetrics_listen = "9210"\n', "pipeline.metrics_listen: expected 'host:port'"),
+        ("[pipeline]\nmetrics_listen = 9210\n", "pipeline.metrics_listen: expected str"),
         ("server = 1\n", "server: expected a table"),
         ("[server\n", "not valid TOML"),
     ],
@@ -94,3 +101,28 @@ def test_cli_check_config_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     out = capsys.readouterr().out
     assert out.startswith("ok:")
     assert "127.0.0.1:8081" in out
+
+
+def test_operation_keys(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, ""))
+    assert (cfg.api.part_idle_timeout_s, cfg.pipeline.metrics_listen) == (60.0, None)
+    text = '[api]\npart_idle_timeout_s = 5\n[pipeline]\nmetrics_listen = "[::1]:9211"\n'
+    cfg = config.load(write(tmp_path, text))
+    assert (cfg.api.part_idle_timeout_s, cfg.pipeline.metrics_listen) == (5.0, ("::1", 9211))
+
+
+def test_the_firmware_config_loads_and_lists_every_key(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cfg = config.load(FIRMWARE)
+    raw = tomllib.loads(FIRMWARE.read_text())
+    for section in dataclasses.fields(cfg):
+        keys = {f.name for f in dataclasses.fields(getattr(cfg, section.name))}
+        assert set(raw[section.name]) == keys, section.name
+    # a box's paths, under the units' StateDirectory=
+    state = Path("/var/lib/vodedge-origin")
+    paths = [cfg.media.root, cfg.media.sources, cfg.catalog.path, cfg.api.upload_dir]
+    assert all(p.is_relative_to(state) for p in [*paths, cfg.pipeline.work_dir])
+    assert cfg.pipeline.concurrency == 1 and cfg.pipeline.metrics_listen is None
+    assert main(["check-config", "-c", str(FIRMWARE)]) == 0
+    assert capsys.readouterr().out.startswith("ok: listen 0.0.0.0:8081;")

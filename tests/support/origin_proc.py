@@ -121,9 +121,17 @@ def write_object(media_root: Path, key: str, data: bytes) -> Path:
     return path
 
 
-def start_origin(config: Path, log_path: Path, media_root: Path, port: int) -> OriginProc:
-    """Start one origin with ``config`` (listening on ``port``); raise if it is not healthy."""
-    handle = Proc(python_module("origin.cli", "serve", "-c", str(config)), log_path).start()
+def start_origin(
+    config: Path,
+    log_path: Path,
+    media_root: Path,
+    port: int,
+    env: Mapping[str, str] | None = None,
+) -> OriginProc:
+    """Start one origin with ``config`` (listening on ``port``) and the extra environment
+    ``env``; raise if it is not healthy."""
+    argv = python_module("origin.cli", "serve", "-c", str(config))
+    handle = Proc(argv, log_path, dict(env) if env else None).start()
     base_url = f"http://127.0.0.1:{port}"
     handle.wait_healthy(base_url + "/healthz", START_TIMEOUT)
     return OriginProc(base_url, port, media_root, handle)
@@ -135,11 +143,13 @@ def run_origin(
     log_level: str = "info",
     workdir: Path | None = None,
     api: Mapping[str, object] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[OriginProc]:
     """A real origin serving ``media_root`` on a free loopback port, stopped at exit.
 
     Its config, log and catalog go to ``workdir`` when given (kept afterwards), else to a
-    temporary directory removed at exit. ``api`` sets keys of the config's ``[api]`` table.
+    temporary directory removed at exit. ``api`` sets keys of the config's ``[api]`` table;
+    ``env`` adds environment variables (``NOTIFY_SOCKET``).
     """
     with tempfile.TemporaryDirectory(prefix="vodedge-origin-") as tmp:
         where = workdir if workdir is not None else Path(tmp)
@@ -149,7 +159,8 @@ def run_origin(
             port = free_port()
             config = write_config(where / "origin.toml", media_root, port, log_level, api)
             try:
-                origin = start_origin(config, where / f"origin-{port}.log", media_root, port)
+                log_path = where / f"origin-{port}.log"
+                origin = start_origin(config, log_path, media_root, port, env)
                 break
             except RuntimeError as e:
                 if attempt == _START_ATTEMPTS - 1 or "in use" not in str(e):

@@ -20,9 +20,11 @@ from typing import Any, cast
 import aiohttp
 import pytest
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from origin.api import ApiSettings, make_api
 from origin.catalog import Catalog, PublishedFile, Rendition, SqliteCatalog, Video
+from origin.metrics.serve import ServeMetrics
 from origin.serve import make_app
 from origin.storage import LocalStorage, MediaWriter
 
@@ -42,6 +44,7 @@ class Api:
     media_root: Path
     session: aiohttp.ClientSession
     port: int
+    metrics: ServeMetrics
     headers: dict[str, str] = field(default_factory=lambda: {"Authorization": f"Bearer {TOKEN}"})
 
     async def call(
@@ -141,14 +144,16 @@ async def serve(
     catalog: SqliteCatalog, settings: ApiSettings, media_root: Path
 ) -> AsyncIterator[Api]:
     storage = LocalStorage(media_root)
-    app = make_app(storage, make_api(catalog, storage, settings))
+    metrics = ServeMetrics(CollectorRegistry())
+    app = make_app(storage, make_api(catalog, storage, settings, metrics), metrics)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     port = int(runner.addresses[0][1])
     try:
         async with aiohttp.ClientSession() as session:
-            yield Api(f"http://127.0.0.1:{port}", catalog, settings, media_root, session, port)
+            url = f"http://127.0.0.1:{port}"
+            yield Api(url, catalog, settings, media_root, session, port, metrics)
     finally:
         await runner.cleanup()
 

@@ -1,5 +1,6 @@
 """Bearer tokens on every API route: 401 without or with a wrong token (and nothing changes),
-any configured token works, public_read opens catalog reads only, static serving stays open."""
+any configured token works, public_read opens catalog reads only (to readers without a token:
+a wrong token is still 401), static serving stays open."""
 
 from __future__ import annotations
 
@@ -80,6 +81,19 @@ async def test_public_read_opens_catalog_reads_only(
         assert status != 401, (method, path)
     else:
         assert status == 401, (method, path)
+
+
+@pytest.mark.parametrize(("method", "path"), sorted(PUBLIC_READ))
+async def test_public_read_refuses_a_wrong_token(public_api: Api, method: str, path: str) -> None:
+    """No token is an anonymous reader; a wrong one is an error (RFC 6750 invalid_token), so
+    that answers to anonymous readers can leave out what only token holders may read."""
+    status, _, _ = await public_api.call(method, concrete(path), token=None)
+    assert status != 401
+    status, _, headers = await public_api.call(method, concrete(path), token="wrong-token-012")
+    assert status == 401
+    assert headers["WWW-Authenticate"] == 'Bearer realm="vodedge-origin", error="invalid_token"'
+    status, _, _ = await public_api.call(method, concrete(path), token=OTHER_TOKEN)
+    assert status != 401
 
 
 async def test_no_configured_token_refuses_everyone(

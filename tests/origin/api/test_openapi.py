@@ -12,12 +12,14 @@ from typing import Any, cast
 import pytest
 from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
+from prometheus_client import CollectorRegistry
 
 from origin.api import ApiSettings
 from origin.api.app import routes
 from origin.api.auth import Access
 from origin.api.openapi import document
 from origin.catalog import Catalog
+from origin.metrics.serve import ServeMetrics
 from origin.storage import MediaWriter
 from tests.origin.api.conftest import Api, api_app, sha256
 
@@ -74,7 +76,8 @@ def test_document_and_app_have_the_same_routes(doc: dict[str, Any]) -> None:
 def test_security_and_errors_match_the_app(doc: dict[str, Any]) -> None:
     ops = operations(doc)
     settings = ApiSettings((), False, 1, Path("uploads"), Path("sources"), 1)
-    table = routes(cast(Catalog, None), cast(MediaWriter, None), settings)
+    metrics = ServeMetrics(CollectorRegistry())
+    table = routes(cast(Catalog, None), cast(MediaWriter, None), settings, metrics)
     for route in table:
         op = ops[route.method, route.path]
         assert op["security"] == SECURITY[route.access], route.name
@@ -149,7 +152,9 @@ async def test_live_answers_match_the_document(doc: dict[str, Any], api: Api) ->
     assert done["video"]["status"] == "PENDING"
     await c.call("POST", upload_path + "/complete", upload + "/complete")
     await c.call("DELETE", upload_path, upload)  # 409: complete
-    _, other = await c.call("POST", "/uploads", json_body={"title": "U", "size": 5})
+    _, other = await c.call(
+        "POST", "/uploads", json_body={"title": "U", "size": 5, "sha256": "0" * 64}
+    )
     await c.call("DELETE", upload_path, f"/uploads/{other['upload_id']}")
     mismatch = {"title": "U", "size": 3, "sha256": "0" * 64}
     _, bad = await c.call("POST", "/uploads", json_body=mismatch)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from origin.api.upload_files import source_path
+from origin.api.upload_files import move_into_place, source_path
 from tests.origin.api.conftest import MAX_UPLOAD, TOKEN, Api, sha256
 
 DATA = random.Random(4).randbytes(300_000)
@@ -193,6 +193,40 @@ async def test_checksum_mismatch_aborts_and_removes_the_file(api: Api) -> None:
     assert api.catalog.list_videos().videos == ()
 
 
+async def test_a_completion_that_died_after_moving_the_file_is_finished(api: Api) -> None:
+    created = await api.create_upload(DATA)
+    upload_id = created["upload_id"]
+    temp = temp_file(api, upload_id)
+    temp.parent.mkdir(parents=True)
+    temp.write_bytes(DATA)
+    api.catalog.add_upload_bytes(upload_id, 0, len(DATA))
+    source = source_path(api.settings.sources, upload_id)
+    move_into_place(temp, source)  # then the server died
+    status, done, _ = await api.call("POST", created["upload_url"] + "/complete")
+    assert (status, done["status"], done["sha256_actual"]) == (200, "complete", sha256(DATA))
+    assert source.read_bytes() == DATA and not temp.exists()
+    assert api.catalog.get_video(upload_id).source_path == str(source)
+
+
+async def test_a_mismatch_after_an_earlier_completion_moved_the_file_leaves_nothing(
+    api: Api,
+) -> None:
+    """A completion moved the file to the sources and died before the catalog recorded it;
+    the file then no longer has its checksum (bit rot): the retried completion removes it."""
+    created = await api.create_upload(DATA)
+    upload_id = created["upload_id"]
+    temp = temp_file(api, upload_id)
+    temp.parent.mkdir(parents=True)
+    temp.write_bytes(DATA[:-1] + b"?")
+    api.catalog.add_upload_bytes(upload_id, 0, len(DATA))
+    move_into_place(temp, source_path(api.settings.sources, upload_id))
+    status, answer, _ = await api.call("POST", created["upload_url"] + "/complete")
+    assert (status, answer["error"]) == (422, "checksum_mismatch")
+    assert not temp.exists()
+    assert not (api.settings.sources / upload_id).exists()
+    assert api.catalog.get_upload(upload_id).status == "aborted"
+
+
 async def test_abort_removes_the_bytes(api: Api) -> None:
     created = await api.create_upload(DATA)
     url = created["upload_url"]
@@ -226,18 +260,26 @@ async def test_parallel_parts_of_one_upload_take_turns(api: Api) -> None:
     assert api.catalog.get_upload(created["upload_id"]).received == half
 
 
+SUM = "ab" * 32
+"""A well-formed sha256 for the bodies that are wrong elsewhere."""
 BAD_NEW_UPLOADS: list[tuple[Any, str]] = [
-    ({"size": 10}, "missing_field"),
-    ({"title": "t"}, "missing_field"),
-    ({"title": " ", "size": 10}, "bad_request"),
-    ({"title": "t", "size": 0}, "bad_request"),
-    ({"title": "t", "size": True}, "bad_request"),
-    ({"title": "t", "size": "10"}, "bad_request"),
+    ({"size": 10, "sha256": SUM}, "missing_field"),
+    ({"title": "t", "sha256": SUM}, "missing_field"),
+    ({"title": "t", "size": 10}, "missing_field"),  # the checksum is not optional
+    ({"title": "t", "size": 10, "sha256": None}, "missing_field"),
+    ({"title": " ", "size": 10, "sha256": SUM}, "bad_request"),
+    ({"title": "t", "size": 0, "sha256": SUM}, "bad_request"),
+    ({"title": "t", "size": True, "sha256": SUM}, "bad_request"),
+    ({"title": "t", "size": "10", "sha256": SUM}, "bad_request"),
     ({"title": "t", "size": 10, "sha256": "abc"}, "bad_request"),
-    ({"title": "t", "size": 10, "tags": "one"}, "bad_request"),
-    ({"title": "t", "size": 10, "tags": [""]}, "bad_request"),
-    ({"title": "t", "size": 10, "colour": "red"}, "unknown_field"),
-    ({"title": "t" * 513, "size": 10}, "bad_request"),
+    ({"title": "t", "size": 10, "sha256": SUM + "\n"}, "bad_request"),
+    ({"title": "t", "size": 10, "sha256": SUM, "tags": "one"}, "bad_request"),
+    ({"title": "t", "size": 10, "sha256": SUM, "tags": [""]}, "bad_request"),
+    ({"title": "t", "size": 10, "sha256": SUM, "colour": "red"}, "unknown_field"),
+    ({"title": "t" * 513, "size": 10, "sha256": SUM}, "bad_request"),
+    ({"title": "t\udc80", "size": 10, "sha256": SUM}, "bad_text"),
+    ({"title": "t", "description": "\ud800", "size": 10, "sha256": SUM}, "bad_text"),
+    ({"title": "t", "tags": ["ok", "\udfff"], "size": 10, "sha256": SUM}, "bad_text"),
     ([1, 2], "bad_json"),
 ]
 

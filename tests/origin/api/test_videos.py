@@ -1,15 +1,27 @@
 """The catalog API against the live app: list with filters and pages, detail with files, edits,
-search ranking, views, job progress, re-runs and deletes (files leave the disk)."""
+search ranking, views, job progress, re-runs and deletes (files leave the disk, the failed or
+interrupted pipeline's files too); text that is not Unicode and ids with a trailing newline are
+400; anonymous readers do not see failure reasons."""
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 
+from origin.api.errors import ApiError
+from origin.api.input import parse_search_query
+from origin.api.render import HIDDEN_REASON
 from origin.api.upload_files import source_path
-from origin.catalog import JobSpec
+from origin.api.videos import VideoRoutes, VideoSettings
+from origin.catalog import JobSpec, SqliteCatalog
+from origin.pipeline.workdir import WorkDir
+from origin.storage import STAGING, LocalStorage
 from tests.origin.api.conftest import Api
 
 DATA = random.Random(7).randbytes(20_000)
@@ -266,3 +278,133 @@ async def test_unknown_paths_and_methods_are_json(api: Api) -> None:
     status, answer, headers = await api.call("PUT", "/api/v1/videos")
     assert (status, answer["error"]) == (405, "method_not_allowed")
     assert headers["Allow"] == "GET"
+
+
+LONE_SURROGATES = [
+    {"tags": ["ok", "\udc80"]},
+    {"title": "Ti\ud800tle"},
+    {"description": "a \udfff b"},
+]
+
+
+@pytest.mark.parametrize("body", LONE_SURROGATES)
+async def test_lone_surrogates_are_400_and_never_stored(api: Api, body: dict[str, Any]) -> None:
+    video_id = api.catalog.create_video("T", tags=["kept"]).video_id
+    status, answer, _ = await api.call("PATCH", f"/api/v1/videos/{video_id}", json_body=body)
+    assert (status, answer["error"]) == (400, "bad_text"), answer
+    assert api.catalog.get_video(video_id).tags == ("kept",)
+    # every answer that carries the video still works
+    assert [v["video_id"] for v in (await videos(api))["videos"]] == [video_id]
+    status, _, _ = await api.call("GET", f"/api/v1/videos/{video_id}")
+    assert status == 200
+    status, found, _ = await api.call("GET", "/api/v1/search?q=kept")
+    assert (status, len(found["hits"])) == (200, 1)
+
+
+async def test_a_search_with_a_lone_surrogate_is_400(api: Api) -> None:
+    status, answer, _ = await api.call("GET", "/api/v1/search?q=%ED%B2%80")
+    assert status in (200, 400), answer  # however the URL decodes, never a 500
+    for q in ("\udc80", "a\ud800"):
+        with pytest.raises(ApiError) as info:
+            parse_search_query({"q": q})
+        assert (info.value.status, info.value.code) == (400, "bad_text")
+
+
+@pytest.mark.parametrize("path", ["/api/v1/videos/abc%0A", "/api/v1/videos/abc%0A/jobs"])
+async def test_an_id_with_a_trailing_newline_is_400(api: Api, path: str) -> None:
+    api.catalog.create_video("T", video_id="abc")
+    status, answer, _ = await api.call("GET", path)
+    assert (status, answer["error"]) == (400, "bad_id")
+
+
+def write_files(
+    root: Path, names: tuple[str, ...] = ("master.m3u8", "h264-360p/seg-1.m4s")
+) -> None:
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"stale")
+
+
+async def test_rerun_removes_what_the_failed_run_left(api: Api) -> None:
+    """A publish renamed its title into place and the video FAILED before it was recorded:
+    publishing never replaces a title in place, so the re-run clears it."""
+    video_id = api.catalog.create_video("Broken").video_id
+    api.catalog.set_status(video_id, "FAILED", "publish: conflict")
+    title = api.media_root / "v" / video_id
+    staging = api.media_root / STAGING / f"{video_id}.left"
+    write_files(title)
+    write_files(staging)
+    status, video, _ = await api.call("POST", f"/api/v1/videos/{video_id}/rerun")
+    assert (status, video["status"]) == (200, "PENDING")
+    assert not title.exists() and not staging.exists()
+    # a video that is not FAILED keeps its files
+    ready = api.catalog.create_video("Ready").video_id
+    api.publish(ready)
+    status, _, _ = await api.call("POST", f"/api/v1/videos/{ready}/rerun")
+    assert status == 409
+    assert (api.media_root / "v" / ready / "master.m3u8").exists()
+
+
+async def test_delete_removes_staging_directories(api: Api) -> None:
+    video_id = api.catalog.create_video("Mid-pipeline").video_id
+    staging = api.media_root / STAGING / f"{video_id}.abc123"
+    other = api.media_root / STAGING / "other.abc123"
+    write_files(staging)
+    write_files(other)
+    status, _, _ = await api.call("DELETE", f"/api/v1/videos/{video_id}")
+    assert status == 200
+    assert not staging.exists() and other.exists()
+
+
+async def test_delete_removes_the_work_directory(catalog: SqliteCatalog, tmp_path: Path) -> None:
+    work_dir = tmp_path / "work"
+    storage = LocalStorage(tmp_path / "media")
+    routes = VideoRoutes(
+        catalog,
+        storage,
+        VideoSettings(sources=tmp_path / "sources", max_attempts=1, work_dir=work_dir),
+    )
+    app = web.Application()
+    app.router.add_delete("/videos/{video_id}", routes.delete)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        video_id = catalog.create_video("Encoding").video_id
+        work = WorkDir(work_dir, video_id)
+        write_files(work.root, ("chunks/h264-360p/00000.mp4", "audio.mp4"))
+        write_files(WorkDir(work_dir, "other").root)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.delete(f"http://127.0.0.1:{port}/videos/{video_id}") as r,
+        ):
+            assert r.status == 200
+        assert not work.root.exists() and (work_dir / "other").exists()
+    finally:
+        await runner.cleanup()
+
+
+async def test_anonymous_readers_do_not_see_failure_reasons(public_api: Api) -> None:
+    reason = "probe failed: /srv/origin/sources/x/source: Invalid data"
+    failed = public_api.catalog.create_video("Broken", tags=["broken"]).video_id
+    public_api.catalog.set_status(failed, "FAILED", reason)
+    answers = {
+        "list": ("/api/v1/videos", lambda body: body["videos"][0]),
+        "detail": (f"/api/v1/videos/{failed}", lambda body: body),
+        "search": ("/api/v1/search?q=broken", lambda body: body["hits"][0]["video"]),
+    }
+    for what, (path, video_of) in answers.items():
+        status, body, _ = await public_api.call("GET", path, token=None)
+        assert status == 200, what
+        assert video_of(body)["failure_reason"] == HIDDEN_REASON, what
+        assert "/srv" not in json.dumps(body), what
+        status, body, _ = await public_api.call("GET", path)  # with a token
+        assert video_of(body)["failure_reason"] == reason, what
+    # a wrong token is refused, not taken for an anonymous reader
+    status, _, _ = await public_api.call("GET", f"/api/v1/videos/{failed}", token="wrong-token")
+    assert status == 401
+    live = public_api.catalog.create_video("Fine").video_id
+    status, body, _ = await public_api.call("GET", f"/api/v1/videos/{live}", token=None)
+    assert body["failure_reason"] is None

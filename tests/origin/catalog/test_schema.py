@@ -86,3 +86,26 @@ def test_processes_opening_a_fresh_database_at_once_migrate_it_once(db_path: Pat
         seen = pool.map(open_and_count, [str(db_path)] * 4)
     assert max(seen) == 4
     assert user_version(raw(db_path)) == SCHEMA_VERSION
+
+
+def test_migration_2_indexes_the_tags_of_existing_rows_as_text(db_path: Path) -> None:
+    """A catalog made by the first schema indexed the tags' JSON text (``\\u00e9``)."""
+    db_path.parent.mkdir(parents=True)
+    conn = raw(db_path)
+    for statement in MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute(
+        "INSERT INTO videos (video_id, title, tags, created_at, updated_at) "
+        "VALUES ('old', 'Old title', ?, 1, 1)",
+        ('["\\u00e9t\\u00e9","\\u65e5\\u672c"]',),
+    )
+    conn.execute("PRAGMA user_version = 1")
+    assert conn.execute("SELECT rowid FROM videos_fts WHERE videos_fts MATCH 'u00e9t'").fetchall()
+    conn.close()
+    with SqliteCatalog.open(db_path) as catalog:
+        assert catalog.get_video("old").tags == ("été", "日本")
+        for query, found in (("été", ["old"]), ("日本", ["old"]), ("u00e9t", []), ("old", ["old"])):
+            assert [h.video.video_id for h in catalog.search(query)] == found, query
+        catalog.update_video("old", tags=["x"])  # the new triggers delete what was indexed
+        assert catalog.search("été") == []
+    assert user_version(raw(db_path)) == SCHEMA_VERSION

@@ -107,3 +107,23 @@ def test_operators_are_plain_words(library: SqliteCatalog) -> None:
 @given(st.text(max_size=60) | st.lists(st.sampled_from([*HOSTILE, "beach"])).map(" ".join))
 def test_any_text_is_a_valid_query(library: SqliteCatalog, query: str) -> None:
     library.search(query)
+
+
+def test_tags_are_searched_as_text_not_as_json(catalog: SqliteCatalog) -> None:
+    """Tags are stored as a JSON array with \\u escapes; the index holds their text."""
+    catalog.create_video("Summer", tags=["été", "日本", "road-trip"], video_id="summer")
+    catalog.create_video("Winter", tags=["snow"], video_id="winter")
+    assert ids(catalog, "été") == ["summer"]
+    assert ids(catalog, "ete") == ["summer"]  # accents do not matter, as in titles
+    assert ids(catalog, "日本") == ["summer"]
+    assert ids(catalog, "road trip") == ["summer"]
+    for escape in ("u00e9", "u00e9t", "u65e5", "u00e9t u00e9"):
+        assert ids(catalog, escape) == [], escape
+    catalog.update_video("summer", tags=["automne"])
+    assert ids(catalog, "été") == [] and ids(catalog, "automne") == ["summer"]
+    catalog.delete_video("winter", hard=True)
+    assert ids(catalog, "snow") == []
+    with catalog._tx() as conn:  # what the triggers removed matched what they had indexed
+        conn.execute("INSERT INTO videos_fts (videos_fts, rank) VALUES ('integrity-check', 1)")
+        conn.execute("INSERT INTO videos_fts (videos_fts) VALUES ('rebuild')")
+    assert ids(catalog, "automne") == ["summer"] and ids(catalog, "u00e9") == []

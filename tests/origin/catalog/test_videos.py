@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -64,11 +65,22 @@ def test_chosen_ids_are_checked_and_unique(catalog: SqliteCatalog) -> None:
 @pytest.mark.parametrize(
     "kwargs",
     [{"title": " "}, {"title": "x" * 513}, {"title": "t", "tags": "notalist"},
-     {"title": "t", "tags": [""]}, {"title": "t", "tags": ["t"] * 33}],
+     {"title": "t", "tags": [""]}, {"title": "t", "tags": ["t"] * 33},
+     {"title": "t\ud800"}, {"title": "t", "description": "\udfff"},
+     {"title": "t", "tags": ["ok", "\udc80"]}],
 )  # fmt: skip
 def test_bad_fields_are_invalid(catalog: SqliteCatalog, kwargs: dict[str, object]) -> None:
     with pytest.raises(Invalid):
         catalog.create_video(**kwargs)  # type: ignore[arg-type]
+    with pytest.raises(Invalid):
+        catalog.create_upload(1, temp_path="/tmp/u", **kwargs)  # type: ignore[arg-type]
+    video = catalog.create_video("kept", tags=["kept"])
+    with pytest.raises(Invalid):
+        catalog.update_video(video.video_id, **kwargs)  # type: ignore[arg-type]
+    assert catalog.get_video(video.video_id) == video
+    # what is stored can always be sent: every answer is UTF-8
+    for v in catalog.list_videos().videos:
+        json.dumps([*v.tags, v.title, v.description], ensure_ascii=False).encode()
 
 
 def test_unknown_video_is_not_found(catalog: SqliteCatalog) -> None:

@@ -12,11 +12,14 @@ import pytest
 from origin.media.chunks import (
     Chunk,
     ChunkPlan,
+    TooShort,
     audio_filter,
     audio_sample_limit,
+    check_length,
     codec_args,
     concat_chunks,
     concat_list,
+    encode_audio,
     encode_chunk,
     frame_count,
     gop_frames,
@@ -26,7 +29,7 @@ from origin.media.chunks import (
     video_args,
 )
 from origin.media.ladder import ReferenceRung, Rung, plan_ladder
-from origin.media.probe import ProbeResult, probe_file
+from origin.media.probe import ProbeRejected, ProbeResult, probe_file
 from origin.media.tools import MediaError, Tools
 from tests.origin.media.conftest import keyframe_times
 
@@ -109,6 +112,41 @@ def test_plan_chunks_for_a_ntsc_source() -> None:
     assert plan.seek_seconds(plan.chunks[1]) == pytest.approx(0.033 + 12.012 - 0.5 * 1001 / 30000)
     assert plan.seek_seconds(plan.chunks[0]) == 0.0
     assert ChunkPlan.from_dict(plan.as_dict()) == plan
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"duration": 0.0083, "fps": F(120)}, "no whole frame at 60 fps in 0.008 s"),
+        ({"duration": 0.0, "fps": F(25)}, "no whole frame at 25 fps in 0.000 s"),
+        (
+            {"duration": 0.0167, "fps": F(60)},
+            "1 frame(s), 0.017 s, less than one audio frame (1024 samples at 48000 Hz)",
+        ),
+    ],
+)
+def test_a_source_with_nothing_to_encode_is_rejected(
+    changes: dict[str, object], reason: str
+) -> None:
+    probe = probe_result(**changes)
+    for check in (check_length, plan_chunks):
+        with pytest.raises(TooShort) as info:
+            check(probe)
+        assert isinstance(info.value, ProbeRejected)  # permanent: no retries
+        assert info.value.reason == f"the video is too short: {reason}"
+
+
+def test_one_frame_without_audio_is_enough() -> None:
+    probe = probe_result(duration=0.0167, fps=F(60), has_audio=False, audio_index=None)
+    check_length(probe)
+    assert plan_chunks(probe).total_frames == 1
+
+
+async def test_encode_audio_refuses_less_than_one_aac_frame(tools: Tools, tmp_path: Path) -> None:
+    with pytest.raises(TooShort, match="less than one audio frame"):
+        await encode_audio(
+            tools, tmp_path / "in.mp4", probe_result(), tmp_path / "a.mp4", duration_limit=F(1, 60)
+        )
 
 
 def test_plan_chunks_halves_high_frame_rates() -> None:

@@ -1,4 +1,4 @@
-"""Sprite planning and the WebVTT thumbnail track (pure)."""
+"""Sprite planning and the WebVTT thumbnail track (pure), and real sheets of short titles."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ from pathlib import Path
 import pytest
 
 from origin.media.thumbs import (
+    make_thumbnails,
     plan_sprites,
     poster_args,
     poster_time,
     sprite_args,
     thumbnails_vtt,
 )
+from origin.media.tools import Tools
+from tests.origin.media.conftest import make_clip
 
 
 def test_a_short_title_fits_one_partial_sheet() -> None:
@@ -47,7 +50,7 @@ def test_argv() -> None:
     plan = plan_sprites(10.0, 640, 360)
     args = " ".join(sprite_args(Path("ff"), Path("in.mp4"), Path("t"), plan, keyframes_only=True))
     assert "-skip_frame nokey -i in.mp4" in args
-    assert "fps=1/2:round=down,scale=160:90,setsar=1,tile=10x1" in args
+    assert "fps=1/2:round=down:eof_action=pass,scale=160:90,setsar=1,tile=10x1" in args
     assert args.endswith("-frames:v 1 -q:v 5 t/sprite-%03d.jpg")
     poster = " ".join(
         poster_args(Path("ff"), Path("in.mp4"), Path("p.jpg"), at=1.0, width=3840, height=2160)
@@ -60,3 +63,16 @@ def test_argv() -> None:
 def test_nothing_to_tile(bad: tuple[float, int, int]) -> None:
     with pytest.raises(ValueError):
         plan_sprites(*bad)
+
+
+@pytest.mark.parametrize("seconds", [1.2, 2.0, 2.5])
+async def test_short_titles_get_their_sheet(tools: Tools, tmp_path: Path, seconds: float) -> None:
+    """One keyframe and a title no longer than the interval: the fps filter used to emit no
+    frame at the end, and the JPEG encoder then failed to open (2.0 s titles never published)."""
+    src = make_clip(tools, tmp_path / "c.mp4", seconds=seconds, gop=250)
+    thumbs = await make_thumbnails(
+        tools, src, tmp_path / "t", duration=seconds, width=320, height=180, keyframes_only=True
+    )
+    assert [p.name for p in thumbs.sheets] == ["sprite-001.jpg"]
+    assert thumbs.sheets[0].read_bytes()[:2] == b"\xff\xd8"  # a JPEG
+    assert "sprite-001.jpg#xywh=0,0,160,90" in thumbs.vtt.read_text()

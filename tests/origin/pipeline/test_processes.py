@@ -156,6 +156,41 @@ def test_bad_uploads_end_failed_with_a_readable_reason(
     assert not origin.title_dir(vids["text"]).exists()
 
 
+def one_frame_clip(tools: Tools, out: Path, *, rate: int) -> Path:
+    """One video frame at ``rate`` fps and 1.005 s of sound, in NUT: the declared duration
+    (the sound's) passes the probe's minimum and its truncation check (within its slack of
+    the one frame); the video measured from its packets lasts 1/rate s."""
+    argv = [str(tools.ffmpeg), "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
+    argv += ["-f", "lavfi", "-i", f"testsrc2=size=320x180:rate={rate}:duration=0.001"]
+    argv += ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=1.005"]
+    argv += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+    argv += ["-c:a", "pcm_s16le", str(out)]
+    subprocess.run(argv, check=True, capture_output=True, timeout=60)
+    return out
+
+
+def test_too_short_sources_fail_at_once_with_a_reason(
+    origin: Origin, tools: Tools, clip_dir: Path
+) -> None:
+    expected = {
+        120: "the video is too short: no whole frame at 60 fps in 0.008 s",
+        60: "the video is too short: 1 frame(s), 0.017 s, less than one audio frame "
+        "(1024 samples at 48000 Hz)",
+    }
+    vids = {
+        rate: origin.add_video(one_frame_clip(tools, clip_dir / f"one-{rate}.nut", rate=rate))
+        for rate in expected
+    }
+    proc = origin.run_worker()
+    assert proc.returncode == 0, proc.stderr
+    for rate, reason in expected.items():
+        [probe] = origin.jobs(vids[rate])
+        assert (probe.kind, probe.state, probe.attempts) == ("probe", "failed", 1)  # no retry
+        assert probe.last_error == reason
+        video = origin.video(vids[rate])
+        assert (video.status, video.failure_reason) == ("FAILED", f"probe probe failed: {reason}")
+
+
 def test_a_worker_killed_mid_encode_is_taken_over_after_its_lease(
     tmp_path: Path, tools: Tools, clip_dir: Path, receiver: Receiver
 ) -> None:

@@ -84,6 +84,7 @@ async def test_delivered_at_once_with_the_token(session: aiohttp.ClientSession) 
     hook = Hook([204])
     delivery, slept = await send(session, hook)
     assert delivery == Delivery(True, 1, 204, None)
+    assert delivery.outcome == "delivered"
     assert hook.seen == [("Bearer t0ken", BODY)]
     assert slept == []
 
@@ -99,6 +100,7 @@ async def test_attempts_are_bounded(session: aiohttp.ClientSession) -> None:
     hook = Hook([500])
     delivery, slept = await send(session, hook, attempts=2)
     assert delivery == Delivery(False, 2, 500, "answered 500")
+    assert delivery.outcome == "gave_up"
     assert slept == [1.0]
     assert len(hook.seen) == 2
 
@@ -107,6 +109,7 @@ async def test_a_refusal_is_not_repeated(session: aiohttp.ClientSession) -> None
     hook = Hook([401])
     delivery, _ = await send(session, hook, token="")
     assert delivery == Delivery(False, 1, 401, "answered 401: refused, not repeated")
+    assert delivery.outcome == "refused"
     assert hook.seen == [(None, BODY)]
 
 
@@ -127,6 +130,7 @@ async def test_nobody_listening(session: aiohttp.ClientSession) -> None:
     )
     assert (delivery.delivered, delivery.attempts, delivery.status) == (False, 2, None)
     assert delivery.error is not None and "Connect" in delivery.error
+    assert delivery.outcome == "gave_up"
 
 
 def test_pure_rules() -> None:

@@ -1,20 +1,23 @@
 """The worker loop in-process, on a real SQLite file, with stand-in stages that force each
-branch: a lost lease, a refused completion, failures, shutdown within and past its grace,
-``once`` waiting for a job leased elsewhere, and parallel slots."""
+branch: a lost lease, a refused completion, failures, tool timeouts, shutdown within and past
+its grace, ``once`` waiting for a job leased elsewhere, and parallel slots; each branch moves
+its own counter of the worker's metrics."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from origin.catalog import Job, JobSpec, PublishedFile, RetryPolicy, SqliteCatalog
 from origin.config import OriginConfig, PipelineConfig, WebhookConfig
-from origin.media.tools import Tools
+from origin.media.tools import Tools, ToolTimeout
+from origin.metrics.worker import JobOutcome, WorkerMetrics
 from origin.pipeline.errors import Rejected
 from origin.pipeline.jobs import KINDS, notify_job
 from origin.pipeline.stage import Context, Done, Stage
@@ -43,12 +46,29 @@ class Rig:
     storage: LocalStorage
     tools: Tools
     tmp: Path
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    """The metrics of the last worker made."""
 
     def worker(self, stages: Mapping[str, Stage], *, once: bool = False, slots: int = 1) -> Worker:
         cfg = replace(self.cfg, pipeline=replace(self.cfg.pipeline, concurrency=slots))
+        self.registry = CollectorRegistry()
+        metrics = WorkerMetrics(self.registry, stages)
         return Worker(
-            cfg, self.catalog, self.storage, self.tools, name="test:1", once=once, stages=stages
+            cfg,
+            self.catalog,
+            self.storage,
+            self.tools,
+            name="test:1",
+            once=once,
+            stages=stages,
+            metrics=metrics,
         )
+
+    def sample(self, name: str, **labels: str) -> float | None:
+        return self.registry.get_sample_value(f"vodedge_origin_worker_{name}", labels)
+
+    def jobs(self, kind: str, outcome: JobOutcome) -> float | None:
+        return self.sample("jobs_total", kind=kind, outcome=outcome)
 
     def enqueue(self, *kinds: str) -> list[Job]:
         vid = self.catalog.create_video("T").video_id
@@ -99,6 +119,9 @@ async def test_a_lost_lease_cancels_the_stage_and_records_nothing(rig: Rig) -> N
     assert done.result == {"attempt": 2}
     assert [e["error"] for e in done.error_log] == ["lease of test:1:0 expired"]
     assert (worker.stats.lost, worker.stats.done) == (1, 1)
+    assert (rig.jobs("probe", "lost_lease"), rig.jobs("probe", "done")) == (1, 1)
+    assert rig.sample("job_duration_seconds_count", kind="probe") == 2
+    assert rig.sample("jobs_running") == 0
 
 
 async def test_a_refused_completion_removes_the_outputs(rig: Rig) -> None:
@@ -119,6 +142,7 @@ async def test_a_refused_completion_removes_the_outputs(rig: Rig) -> None:
     assert [p.exists() for p in made] == [False, True]
     assert rig.catalog.get_job(job.job_id).attempts == 2
     assert worker.stats.lost == 1
+    assert (rig.jobs("package", "lost_lease"), rig.jobs("package", "done")) == (1, 1)
 
 
 async def test_failures_are_recorded_as_classified(rig: Rig) -> None:
@@ -141,13 +165,34 @@ async def test_failures_are_recorded_as_classified(rig: Rig) -> None:
     assert [e["error"] for e in flaky_job.error_log] == ["RuntimeError: a bug"] * 3
     assert rig.catalog.get_video(flaky.video_id).status == "FAILED"
     assert (worker.stats.failed, worker.stats.retried) == (2, 2)
+    assert (rig.jobs("probe", "failed"), rig.jobs("probe", "retried")) == (1, 0)
+    assert (rig.jobs("analyse", "failed"), rig.jobs("analyse", "retried")) == (1, 2)
+    assert rig.sample("tool_timeouts_total", kind="analyse") == 0
+
+
+async def test_tool_timeouts_are_counted_by_the_kind_that_ran_them(rig: Rig) -> None:
+    async def slow(ctx: Context, job: Job) -> Done:
+        if job.attempts == 1:
+            raise ToolTimeout("encode h264-360p chunk 3", 5.0)
+        return Done({})
+
+    [job] = rig.enqueue("encode_chunk")
+    worker = rig.worker({"encode_chunk": slow}, once=True)
+    await run_once(worker)
+    [error] = rig.catalog.get_job(job.job_id).error_log
+    assert error["error"] == "encode h264-360p chunk 3 failed: timed out after 5 s"
+    assert rig.sample("tool_timeouts_total", kind="encode_chunk") == 1
+    assert (rig.jobs("encode_chunk", "retried"), rig.jobs("encode_chunk", "done")) == (1, 1)
 
 
 async def test_shutdown_lets_the_running_job_finish_and_claims_no_more(rig: Rig) -> None:
     started = asyncio.Event()
 
+    running: list[float | None] = []
+
     async def stage(ctx: Context, job: Job) -> Done:
         started.set()
+        running.append(rig.sample("jobs_running"))
         await asyncio.sleep(LEASE_S * 2)  # outlives one lease: the keeper must extend it
         return Done({"ok": True})
 
@@ -160,6 +205,7 @@ async def test_shutdown_lets_the_running_job_finish_and_claims_no_more(rig: Rig)
     await task
     assert rig.catalog.get_job(first.job_id).state == "done"
     assert rig.catalog.get_job(second.job_id).state == "queued"
+    assert (running, rig.sample("jobs_running"), rig.jobs("probe", "done")) == ([1], 0, 1)
 
 
 @pytest.mark.parametrize("hurried", [False, True])
@@ -190,6 +236,8 @@ async def test_shutdown_cancels_a_job_past_the_grace(rig: Rig, hurried: bool) ->
     # Given back at once, without spending the attempt: the next worker starts it as attempt 1.
     assert (left.state, left.lease_owner, left.attempts) == ("queued", None, 0)
     assert worker.stats.done == worker.stats.lost == 0
+    assert rig.jobs("probe", "released_on_shutdown") == 1
+    assert sum(rig.jobs("probe", o) or 0 for o in ("done", "lost_lease", "retried")) == 0
     again = rig.catalog.claim("next:1:0")
     assert again is not None and (again.job_id, again.attempts) == (job.job_id, 1)
 
@@ -252,6 +300,8 @@ async def test_a_webhook_that_fails_is_counted_and_the_title_stays_ready(
     }  # fmt: skip
     assert rig.catalog.get_video(vid).status == "READY"
     assert worker.stats.webhook_failures == 1
+    assert rig.sample("webhook_deliveries_total", outcome="gave_up") == 1
+    assert rig.sample("webhook_deliveries_total", outcome="delivered") == 0
 
 
 def test_the_worker_runs_every_kind_of_the_pipeline() -> None:

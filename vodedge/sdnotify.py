@@ -3,15 +3,20 @@
 Messages are datagrams to the unix socket named by ``$NOTIFY_SOCKET`` (a leading ``@`` names
 an abstract socket). Without that variable (not under systemd, or in tests that do not set
 it) every call is a no-op, so the daemon runs the same everywhere.
+
+Used by the appliance's supervisor and by the origin's ``serve`` and ``worker``.
+:func:`ping_watchdog` sends ``WATCHDOG=1`` from the event loop, so a loop that hangs stops the
+pings and systemd restarts the service.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
 
-log = logging.getLogger("appliance.sdnotify")
+log = logging.getLogger("vodedge.sdnotify")
 
 
 class Notifier:
@@ -54,8 +59,8 @@ class Notifier:
     def reloading(self) -> bool:
         return self.send("RELOADING=1", "STATUS=reloading configuration")
 
-    def stopping(self) -> bool:
-        return self.send("STOPPING=1", "STATUS=stopping: finishing in-flight responses")
+    def stopping(self, status: str = "stopping: finishing in-flight responses") -> bool:
+        return self.send("STOPPING=1", f"STATUS={status}")
 
     def watchdog(self) -> bool:
         return self.send("WATCHDOG=1")
@@ -67,3 +72,14 @@ class Notifier:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+async def ping_watchdog(notifier: Notifier) -> None:
+    """Send ``WATCHDOG=1`` every ``watchdog_interval`` seconds until cancelled; return at once
+    when systemd asked for no watchdog."""
+    interval = notifier.watchdog_interval
+    if interval is None:
+        return
+    while True:
+        notifier.watchdog()
+        await asyncio.sleep(interval)
