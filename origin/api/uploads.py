@@ -128,10 +128,22 @@ async def receive(content: StreamReader, part: PartFile, limit: int, idle_s: flo
         pending += chunk
         if len(pending) >= WRITE_CHUNK:
             data, pending = pending, bytearray()
-            await asyncio.to_thread(part.write, data)
+            await _write(part, data)
     if pending:
-        await asyncio.to_thread(part.write, pending)
+        await _write(part, pending)
     return outcome
+
+
+async def _write(part: PartFile, data: bytearray) -> None:
+    """``part.write`` in a worker thread. A cancellation (shutdown) waits for the write to end
+    before it goes on: the caller then syncs and closes the file, which must not race a write
+    still running in the thread."""
+    write = asyncio.ensure_future(asyncio.to_thread(part.write, data))
+    try:
+        await asyncio.shield(write)
+    except asyncio.CancelledError:
+        await asyncio.wait([write])
+        raise
 
 
 def _close_part(part: PartFile, *, keep: bool) -> int:
