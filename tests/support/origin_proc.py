@@ -45,6 +45,8 @@ class OriginProc:
     port: int
     media_root: Path
     handle: Proc
+    config: Path | None = None
+    """The config file it runs with (an encode worker can share it)."""
 
     @property
     def proc(self) -> subprocess.Popen[bytes]:
@@ -88,11 +90,14 @@ def write_config(
     port: int,
     level: str = "info",
     api: Mapping[str, object] | None = None,
+    pipeline: Mapping[str, object] | None = None,
 ) -> Path:
     """An origin config listening on ``127.0.0.1:port`` and serving ``media_root``; the catalog,
-    uploads and sources live next to ``path``. ``api`` adds keys of the ``[api]`` table."""
+    uploads, sources and the pipeline's work directory live next to ``path``. ``api`` and
+    ``pipeline`` add keys of those tables."""
     where = path.parent
     api_table = {"upload_dir": str(where / "uploads"), **(api or {})}
+    pipeline_table = {"work_dir": str(where / "work"), **(pipeline or {})}
     # JSON strings, numbers, booleans and arrays of them are valid TOML values.
     path.write_text(
         f'[server]\nlisten = ["127.0.0.1:{port}"]\n'
@@ -100,7 +105,10 @@ def write_config(
         f"sources = {json.dumps(str(where / 'sources'))}\n"
         f"[log]\nlevel = {json.dumps(level)}\n"
         f"[catalog]\npath = {json.dumps(str(where / 'catalog.db'))}\n"
-        "[api]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in api_table.items())
+        + "[api]\n"
+        + "".join(f"{k} = {json.dumps(v)}\n" for k, v in api_table.items())
+        + "[pipeline]\n"
+        + "".join(f"{k} = {json.dumps(v)}\n" for k, v in pipeline_table.items())
     )
     return path
 
@@ -134,7 +142,7 @@ def start_origin(
     handle = Proc(argv, log_path, dict(env) if env else None).start()
     base_url = f"http://127.0.0.1:{port}"
     handle.wait_healthy(base_url + "/healthz", START_TIMEOUT)
-    return OriginProc(base_url, port, media_root, handle)
+    return OriginProc(base_url, port, media_root, handle, config)
 
 
 @contextmanager
@@ -144,6 +152,7 @@ def run_origin(
     workdir: Path | None = None,
     api: Mapping[str, object] | None = None,
     env: Mapping[str, str] | None = None,
+    pipeline: Mapping[str, object] | None = None,
 ) -> Iterator[OriginProc]:
     """A real origin serving ``media_root`` on a free loopback port, stopped at exit.
 
@@ -157,7 +166,7 @@ def run_origin(
         origin: OriginProc | None = None
         for attempt in range(_START_ATTEMPTS):
             port = free_port()
-            config = write_config(where / "origin.toml", media_root, port, log_level, api)
+            config = write_config(where / "origin.toml", media_root, port, log_level, api, pipeline)
             try:
                 log_path = where / f"origin-{port}.log"
                 origin = start_origin(config, log_path, media_root, port, env)
