@@ -75,7 +75,7 @@ concurrency = 1
 encoder_threads = 1
 preset = "veryfast"
 chunk_seconds = {chunk_seconds}
-
+{rungs_per_job}
 [log]
 level = "warning"
 """
@@ -117,10 +117,19 @@ def _pinned(cpu: int | None) -> Callable[[], None] | None:
     return pin
 
 
-def one_run(source: Path, workers: int, rnd: int, root: Path, chunk_seconds: int, pin: bool) -> Run:
+def one_run(
+    source: Path,
+    workers: int,
+    rnd: int,
+    root: Path,
+    chunk_seconds: int,
+    pin: bool,
+    rungs_per_job: int | None = None,
+) -> Run:
     root.mkdir(parents=True)
     cfg = root / "origin.toml"
-    cfg.write_text(CONFIG.format(root=root, chunk_seconds=chunk_seconds))
+    per_job = "" if rungs_per_job is None else f"rungs_per_job = {rungs_per_job}\n"
+    cfg.write_text(CONFIG.format(root=root, chunk_seconds=chunk_seconds, rungs_per_job=per_job))
     catalog = SqliteCatalog.open(root / "catalog.db")
     try:
         video = catalog.create_video(f"bench {workers}w r{rnd}", source_path=str(source))
@@ -178,6 +187,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, help="interleaved rounds (default 2, quick 1)")
     ap.add_argument("--chunk-seconds", type=int, default=10)
     ap.add_argument(
+        "--rungs-per-job",
+        type=int,
+        help="pipeline.rungs_per_job (default: the config default, 0 = all rungs per chunk job)",
+    )
+    ap.add_argument(
         "--pin",
         choices=("yes", "no"),
         default="yes",
@@ -196,7 +210,13 @@ def main(argv: list[str] | None = None) -> int:
         for n in counts:
             root = args.work / f"run-{stamp}-{n}w-r{rnd}"
             run = one_run(
-                source.resolve(), n, rnd, root.resolve(), args.chunk_seconds, args.pin == "yes"
+                source.resolve(),
+                n,
+                rnd,
+                root.resolve(),
+                args.chunk_seconds,
+                args.pin == "yes",
+                args.rungs_per_job,
             )
             print(
                 f"round {rnd}: {n} worker(s): {run.wall_s:7.1f} s wall, "

@@ -35,6 +35,8 @@ shutdown_grace_s = 30.0          # on SIGTERM running jobs may finish this long,
 encoder_threads = 1              # threads per ffmpeg encode (1 scales best across workers)
 preset = "veryfast"              # x264/x265 preset
 chunk_seconds = 10               # GOP-aligned chunk length of the parallel encode
+rungs_per_job = 0                # rungs one encode_chunk job encodes from one decode of its
+                                 # chunk: 0 = all, 1 = one job per rung, n = groups of n
 av1 = false                      # top rungs in AV1 instead of HEVC
 max_duration_s = 14400.0         # probe limits: longer uploads are FAILED with a reason
 max_long_side = 4096
@@ -139,6 +141,12 @@ class PipelineConfig:
     """x264/x265 preset of the rung encodes."""
     chunk_seconds: int = 10
     """Length of the GOP-aligned chunks encoded in parallel (a multiple of the 2 s GOP)."""
+    rungs_per_job: int = 0
+    """Rungs one ``encode_chunk`` job encodes from ONE decode of its chunk (one ffmpeg, one
+    output per rung): 0 = every rung of the chunk, 1 = one job per rung and chunk (each job
+    decodes the chunk again), n = the ladder in groups of n. Fewer, larger jobs save the
+    repeated decodes (about half the CPU with a heavy mezzanine) but a job holds its ffmpeg's
+    encoder threads for longer; a group uses ``encoder_threads`` per rung when not pinned."""
     av1: bool = False
     """Encode the rungs above 1080p in AV1 (SVT-AV1) instead of HEVC."""
     max_duration_s: float = 4 * 3600.0
@@ -309,6 +317,7 @@ def _pipeline(s: Section) -> PipelineConfig:
         encoder_threads=s.int("encoder_threads", d.encoder_threads, minimum=1),
         preset=preset,
         chunk_seconds=chunk_seconds,
+        rungs_per_job=s.int("rungs_per_job", d.rungs_per_job, minimum=0),
         av1=s.bool("av1", d.av1),
         max_duration_s=s.float("max_duration_s", d.max_duration_s, minimum=1.0),
         max_long_side=s.int("max_long_side", d.max_long_side, minimum=16),

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Install the vodedge appliance as a systemd service on a Debian box (or into a directory tree).
+# Install the vodedge appliance (or, with --origin, the origin) as systemd services on a Debian
+# box (or into a directory tree).
 #
 #   sudo systemd/install.sh --bin /opt/vodedge/bin/vodedge-appliance --disk /srv/vodedge/disk0
+#   sudo systemd/install.sh --origin --bin /opt/vodedge/bin/vodedge-origin
 #
-# Safe to run again: the unit, sysusers.d, tmpfiles.d and sysctl files are rewritten, but an
-# existing /etc/vodedge/appliance.toml is never touched. Run with --help for the options.
+# Safe to run again: the units, sysusers.d, tmpfiles.d and sysctl files are rewritten, but an
+# existing /etc/vodedge/appliance.toml or origin.toml is never touched. Run with --help for the
+# options.
 set -euo pipefail
 # Command substitutions fail the script too (bash clears -e inside them otherwise).
 shopt -s inherit_errexit
@@ -12,17 +15,25 @@ shopt -s inherit_errexit
 usage() {
     cat <<'EOF'
 Usage: install.sh [--root DIR] [--bin PATH] [--disk PATH]... [--no-enable]
+       install.sh --origin [--root DIR] [--bin PATH] [--workers N] [--no-enable | --no-start]
 
   --root DIR    install into the tree DIR instead of / (image building, tests): files are
                 written under DIR and nothing is run against this host (no user creation,
                 sysctl, systemctl); what would run is printed instead
-  --bin PATH    the vodedge-appliance executable for ExecStart=
+  --bin PATH    the vodedge-appliance (--origin: vodedge-origin) executable for ExecStart=
                 (default: the one on PATH; under --root, its path inside DIR)
   --disk PATH   a cache disk mount point (repeatable): created owned by vodedge and made
                 writable for the service; a new config gets one [[storage.disks]] per --disk
                 (75% of its file system, require_mount = true)
-  --no-enable   do not enable the service
+  --no-enable   do not enable the service(s)
   --help        this text
+
+  --origin      install the origin instead: the user vodedge-origin, vodedge-origin.service,
+                vodedge-origin-worker@.service, /etc/vodedge/origin.toml (only when absent,
+                with a random API token), its directories; enables and starts vodedge-origin
+                and one worker per CPU (vodedge-origin-worker@0 ... @N-1)
+  --workers N   origin worker instances (default: the CPUs of this machine, nproc)
+  --no-start    enable the origin's units but do not start them
 EOF
 }
 
@@ -37,12 +48,16 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SRC=$(dirname "$HERE")
 UNIT_NAME=vodedge-appliance.service
 DEFAULT_BIN=/opt/vodedge/bin/vodedge-appliance
+DEFAULT_ORIGIN_BIN=/opt/vodedge/bin/vodedge-origin
 USER_NAME=vodedge
 
 ROOT=/
 BIN=""
 ENABLE=1
 DISKS=()
+ORIGIN=0
+WORKERS=""
+START=1
 while (($#)); do
     case $1 in
     --root)
@@ -59,6 +74,18 @@ while (($#)); do
         ;;
     --no-enable)
         ENABLE=0
+        shift
+        ;;
+    --origin)
+        ORIGIN=1
+        shift
+        ;;
+    --workers)
+        WORKERS=${2:?--workers needs a number}
+        shift 2
+        ;;
+    --no-start)
+        START=0
         shift
         ;;
     --help | -h)
@@ -78,6 +105,18 @@ check_disk_path() {
         die "cache disk $1: an absolute path of [A-Za-z0-9._/@+-] is needed"
 }
 for d in "${DISKS[@]}"; do check_disk_path "$d"; done
+
+if ((ORIGIN)); then
+    EXE_NAME=vodedge-origin
+    ((${#DISKS[@]} == 0)) || die "--disk is for the appliance, not with --origin"
+    if [[ -n $WORKERS ]]; then
+        [[ $WORKERS =~ ^[1-9][0-9]{0,3}$ ]] || die "--workers $WORKERS: a number from 1 is needed"
+    fi
+else
+    EXE_NAME=vodedge-appliance
+    [[ -z $WORKERS ]] || die "--workers is for the origin: add --origin"
+    ((START)) || die "--no-start is for the origin (the appliance is never started): add --origin"
+fi
 
 umask 022
 [[ -d $ROOT ]] || die "--root $ROOT: not a directory"
@@ -121,7 +160,7 @@ put_file() {
 
 # --- the executable ------------------------------------------------------------------------
 if [[ -z $BIN ]]; then
-    BIN=$(command -v vodedge-appliance) || die "vodedge-appliance is not on PATH: pass --bin"
+    BIN=$(command -v "$EXE_NAME") || die "$EXE_NAME is not on PATH: pass --bin"
 fi
 [[ $BIN == /* ]] || BIN=$(realpath -s -- "$BIN")
 [[ $BIN != *[[:space:]]* ]] || die "--bin $BIN: a path with white space cannot go in ExecStart="
@@ -144,6 +183,188 @@ if [[ -z $CHECK_BIN ]]; then
     warn "$BIN does not exist here: the config will not be checked"
 fi
 
+random_token() {
+    # 32 random bytes as unpadded base64url: 43 characters, safe in TOML and HTTP headers.
+    head -c 32 /dev/urandom | base64 -w0 | tr '+/' '-_' | tr -d '='
+}
+
+# --- the origin (--origin) ---------------------------------------------------------------------
+# The user, /etc/vodedge/origin.toml (only when absent), the directories of that config, the two
+# units with a drop-in for directories outside the state directory, enabling (and starting)
+# vodedge-origin and one worker per CPU, and check-config.
+origin_install() {
+    local user=vodedge-origin state=/var/lib/vodedge-origin
+    local conf=$P/etc/vodedge/origin.toml unit_dir=$P/etc/systemd/system
+    local units=(vodedge-origin.service vodedge-origin-worker@.service)
+    local token tmp unit line d n workers out
+    local dirs=() extra=() instances=() stale=()
+
+    # The worker's ExecStart= holds the path in a shell string: plain characters only.
+    [[ $BIN =~ ^/[A-Za-z0-9._/@+-]+$ ]] ||
+        die "--bin $BIN: an absolute path of [A-Za-z0-9._/@+-] is needed"
+
+    # the user (systemd-sysusers creates it on the host now, or on the target at boot)
+    put_file "$P/usr/lib/sysusers.d/vodedge-origin.conf" 0644 <<EOF
+# vodedge origin: serve and encode workers (written by vodedge systemd/install.sh --origin)
+u $user - "vodedge origin" $state
+EOF
+    host_run systemd-sysusers /usr/lib/sysusers.d/vodedge-origin.conf
+
+    # the config: written only when absent, with a random API token in place of "tokens = []"
+    if [[ ! -d $P/etc/vodedge ]]; then
+        mkdir -p "$P/etc/vodedge"
+        chmod 0755 "$P/etc/vodedge"
+    fi
+    if [[ -e $conf ]]; then
+        say "kept existing /etc/vodedge/origin.toml (never overwritten)"
+    else
+        token=$(random_token)
+        ((${#token} >= 40)) || die "could not read random bytes for the API token"
+        tmp=$(mktemp "$conf.XXXXXX")
+        trap 'rm -f "$tmp"' EXIT
+        awk -v token="$token" '
+            /^[ \t]*\[/ { sect = $0; gsub(/[][ \t]/, "", sect) }
+            sect == "api" && /^[ \t]*tokens[ \t]*=[ \t]*\[[ \t]*\][ \t]*(#.*)?$/ && !done {
+                print "tokens = [\"" token "\"]"
+                done = 1
+                next
+            }
+            { print }
+            END { if (!done) exit 3 }
+        ' "$SRC/firmware-config/origin.toml" >"$tmp" ||
+            die "firmware-config/origin.toml has no [api] line tokens = [] to put the token in"
+        chmod 0640 "$tmp"
+        mv "$tmp" "$conf"
+        trap - EXIT
+        say "wrote /etc/vodedge/origin.toml with a new random API token (api.tokens)"
+    fi
+    # Reaching the config: an appliance on the same box makes /etc/vodedge 0750 root:vodedge.
+    [[ $(stat -c %A "$P/etc/vodedge") == *x ]] ||
+        warn "/etc/vodedge is closed to other users: $user cannot read origin.toml there"
+
+    # the directories the config names: created owned by the user (here by tmpfiles; the units'
+    # StateDirectory= covers those under /var/lib/vodedge-origin again at every start)
+    mapfile -t dirs < <(
+        awk '
+            /^[ \t]*\[/ { sect = $0; gsub(/[][ \t]/, "", sect); next }
+            /^[ \t]*[a-z_]+[ \t]*=/ {
+                key = $0
+                sub(/^[ \t]*/, "", key)
+                sub(/[ \t]*=.*$/, "", key)
+                want = (sect == "media" && (key == "root" || key == "sources")) ||
+                    (sect == "api" && key == "upload_dir") ||
+                    (sect == "pipeline" && key == "work_dir") || (sect == "catalog" && key == "path")
+                if (!want) next
+                v = $0
+                sub(/^[^=]*=[ \t]*/, "", v)
+                q = substr(v, 1, 1)
+                v = substr(v, 2)
+                v = substr(v, 1, index(v, q) - 1)
+                if (sect == "catalog") sub(/\/[^\/]*$/, "", v)
+                print v
+            }
+        ' "$conf" | awk 'NF && !seen[$0]++'
+    )
+    for d in "${dirs[@]}"; do
+        [[ $d =~ ^/[A-Za-z0-9._/@+-]+$ ]] ||
+            die "origin.toml names the directory $d: an absolute path of [A-Za-z0-9._/@+-] is needed"
+        [[ $d == "$state" || $d == "$state"/* ]] || extra+=("$d")
+    done
+    for d in "$state" "${dirs[@]}"; do
+        if [[ ! -d $P$d ]]; then
+            mkdir -p "$P$d"
+            say "created $d"
+        fi
+        chmod 0750 "$P$d"
+    done
+    {
+        echo "# vodedge origin (written by vodedge systemd/install.sh --origin): its config and"
+        echo "# the directories of /etc/vodedge/origin.toml; rerun it after changing them."
+        echo "# Type Path Mode User Group Age"
+        echo "z /etc/vodedge/origin.toml 0640 root $user -"
+        for d in "$state" "${dirs[@]}"; do
+            echo "d $d 0750 $user $user -"
+        done
+    } | put_file "$P/usr/lib/tmpfiles.d/vodedge-origin.conf" 0644
+    host_run systemd-tmpfiles --create /usr/lib/tmpfiles.d/vodedge-origin.conf
+
+    # the units, ExecStart= running --bin, and a drop-in opening the config's other directories
+    for unit in "${units[@]}"; do
+        while IFS= read -r line || [[ -n $line ]]; do
+            [[ $line == ExecStart=* ]] && line=${line/"$DEFAULT_ORIGIN_BIN"/"$BIN"}
+            printf '%s\n' "$line"
+        done <"$HERE/$unit" | put_file "$unit_dir/$unit" 0644
+        grep -qF -e "$BIN serve -c /etc/vodedge/origin.toml" \
+            -e "exec $BIN worker -c /etc/vodedge/origin.toml" "$unit_dir/$unit" ||
+            die "ExecStart= in $unit was not rewritten to $BIN"
+        {
+            echo "# Directories of /etc/vodedge/origin.toml outside $state (written by"
+            echo "# vodedge systemd/install.sh --origin; rerun it after changing them)."
+            echo "[Service]"
+            for d in "${extra[@]}"; do
+                echo "ReadWritePaths=-$d"
+            done
+        } | put_file "$unit_dir/$unit.d/10-paths.conf" 0644
+    done
+
+    if ((ON_HOST)) && [[ -d /run/systemd/system ]]; then
+        host_run systemctl daemon-reload
+    fi
+
+    # check the config before anything starts
+    if [[ -n $CHECK_BIN ]]; then
+        if out=$("$CHECK_BIN" check-config -c "$conf" 2>&1); then
+            say "config check passed: $out"
+        else
+            echo "$out" >&2
+            die "$CHECK_BIN check-config -c $conf failed: fix the config before starting the units"
+        fi
+    fi
+
+    # one worker per CPU; instances from an earlier run with more workers are disabled
+    workers=${WORKERS:-$(nproc)}
+    if ((ON_HOST && workers > $(nproc))); then
+        warn "--workers $workers: this machine has $(nproc) CPUs; a worker on a CPU that does" \
+            "not exist fails to start (CPUAffinity=)"
+    fi
+    for ((n = 0; n < workers; n++)); do instances+=("vodedge-origin-worker@$n.service"); done
+    for line in "$unit_dir"/multi-user.target.wants/vodedge-origin-worker@*.service; do
+        [[ -e $line || -L $line ]] || continue
+        n=${line##*@}
+        n=${n%.service}
+        if [[ $n =~ ^[0-9]+$ ]] && ((n >= workers)); then stale+=("vodedge-origin-worker@$n.service"); fi
+    done
+    # Starting and stopping need a running systemd (on the host; a --root target boots with one).
+    local systemd_up=1
+    if ((ON_HOST)) && [[ ! -d /run/systemd/system ]]; then systemd_up=0; fi
+    if ((${#stale[@]} && systemd_up)); then
+        host_run systemctl disable --now "${stale[@]}"
+    elif ((${#stale[@]})); then
+        host_run systemctl disable "${stale[@]}"
+    fi
+    if ! ((ENABLE)); then
+        say "not enabling vodedge-origin.service and $workers workers (--no-enable)"
+    elif ((START && systemd_up)); then
+        host_run systemctl enable --now vodedge-origin.service "${instances[@]}"
+    else
+        host_run systemctl enable vodedge-origin.service "${instances[@]}"
+        if ((START)); then
+            warn "systemd is not running here: the units start at the next boot"
+        else
+            say "not starting them (--no-start)"
+        fi
+    fi
+
+    say "done: vodedge-origin and $workers workers. Next: in /etc/vodedge/origin.toml set"
+    say "[server] listen and webhook.url; api.tokens holds the creators' token (add more there)."
+    say "Then: systemctl restart vodedge-origin 'vodedge-origin-worker@*' && journalctl -fu vodedge-origin"
+}
+
+if ((ORIGIN)); then
+    origin_install
+    exit 0
+fi
+
 # --- the user (systemd-sysusers creates it on the host now, or on the target at boot) -------
 put_file "$P/usr/lib/sysusers.d/vodedge.conf" 0644 <<EOF
 # vodedge appliance daemon (written by vodedge systemd/install.sh)
@@ -156,11 +377,6 @@ CONF=$P/etc/vodedge/appliance.toml
 # Group ownership (root:vodedge) is set by systemd-tmpfiles below, on the host and at boot.
 mkdir -p "$P/etc/vodedge"
 chmod 0750 "$P/etc/vodedge"
-
-random_token() {
-    # 32 random bytes as unpadded base64url: 43 characters, safe in TOML and HTTP headers.
-    head -c 32 /dev/urandom | base64 -w0 | tr '+/' '-_' | tr -d '='
-}
 
 # "MOUNTPOINT SIZE" of the file system that holds (or will hold) PATH.
 disk_fs() {

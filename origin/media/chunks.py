@@ -21,6 +21,14 @@ chunks with the concat demuxer and ``-c copy``, which offsets each chunk's times
 durations before it. Each chunk's frame count is checked after encoding and the total after
 joining.
 
+Several rungs of one chunk from one decode (:func:`rungs_args`): one ffmpeg decodes the chunk
+once and feeds ``-filter_complex`` ``setpts,fps,split=N`` into one ``scale`` per rung and N
+outputs, each with exactly its rung's encoder options (:func:`codec_args`) and ``-frames:v``.
+Every output sees the same frames numbered from 0 after ``fps``, so the forced keyframes (and
+the IDR alignment across rungs) are those of one encode per rung; each output is checked like a
+single encode (:func:`chunk_problem`). With a heavy mezzanine decoding is about half the CPU of
+a one-rung encode, so N rungs from one decode save up to N-1 decodes per chunk.
+
 Audio (:func:`audio_args`): encoded once, AAC-LC stereo 48 kHz at :data:`AUDIO_KBPS`, shifted to
 the video's clock (silence prepended when audio starts late, trimmed when it starts early) and
 cut to whole AAC frames (1024 samples) ending at or before the video's end
@@ -258,6 +266,19 @@ def video_args(
     threads: int = 1,
 ) -> list[str]:
     """One chunk of one rung, as an MP4 that joins cleanly with its neighbours."""
+    args = _chunk_input_args(ffmpeg, src, plan, chunk, preset=preset, threads=threads)
+    args += ["-map", f"0:{plan.video_index}", "-an", "-sn", "-dn"]
+    args += ["-map_metadata", "-1", "-map_chapters", "-1"]
+    args += ["-frames:v", str(chunk.frames), "-filter_threads", str(threads)]
+    args += ["-filter:v", video_filter(plan.fps, rung.width, rung.height)]
+    args += codec_args(rung, plan.gop_frames, preset=preset, threads=threads)
+    return [*args, str(out)]
+
+
+def _chunk_input_args(
+    ffmpeg: Path, src: Path, plan: ChunkPlan, chunk: Chunk, *, preset: str, threads: int
+) -> list[str]:
+    """ffmpeg reading one chunk of the source: decoder threads, input seeking, the input."""
     if preset not in X264_PRESETS:
         raise ValueError(f"unknown preset {preset!r}; one of {', '.join(X264_PRESETS)}")
     seek = plan.seek_seconds(chunk)
@@ -265,12 +286,64 @@ def video_args(
     args += ["-threads", str(threads)]
     if seek > 0:
         args += ["-ss", f"{seek:.6f}"]
-    args += ["-i", str(src), "-map", f"0:{plan.video_index}", "-an", "-sn", "-dn"]
-    args += ["-map_metadata", "-1", "-map_chapters", "-1"]
-    args += ["-frames:v", str(chunk.frames), "-filter_threads", str(threads)]
-    args += ["-filter:v", video_filter(plan.fps, rung.width, rung.height)]
-    args += codec_args(rung, plan.gop_frames, preset=preset, threads=threads)
-    return [*args, str(out)]
+    return [*args, "-i", str(src)]
+
+
+def ladder_filter(fps: Fraction, rungs: Sequence[Rung], input_label: str) -> str:
+    """The ``-filter_complex`` graph of :func:`rungs_args`: one decoded stream made constant
+    rate once, split, and scaled per rung into the outputs ``[v0]``, ``[v1]``, …"""
+    n = len(rungs)
+    splits = "".join(f"[s{i}]" for i in range(n))
+    graph = [f"[{input_label}]setpts=PTS-STARTPTS,fps={fps},split={n}{splits}"]
+    graph += [
+        f"[s{i}]scale={r.width}:{r.height},setsar=1,format=yuv420p[v{i}]"
+        for i, r in enumerate(rungs)
+    ]
+    return ";".join(graph)
+
+
+def rungs_args(
+    ffmpeg: Path,
+    src: Path,
+    plan: ChunkPlan,
+    chunk: Chunk,
+    outputs: Sequence[tuple[Rung, Path]],
+    *,
+    preset: str = "veryfast",
+    threads: int = 1,
+) -> list[str]:
+    """One chunk of several rungs from ONE decode: one output per ``(rung, path)``, each with
+    the encoder options, keyframes and frame count :func:`video_args` gives that rung alone.
+    One output is exactly :func:`video_args`."""
+    if not outputs:
+        raise ValueError("no rungs to encode")
+    names = [rung.name for rung, _ in outputs]
+    if len(set(names)) != len(names) or len({out for _, out in outputs}) != len(outputs):
+        raise ValueError(f"rungs or outputs named twice: {names}")
+    if len(outputs) == 1:
+        [(rung, out)] = outputs
+        return video_args(ffmpeg, src, plan, chunk, rung, out, preset=preset, threads=threads)
+    args = _chunk_input_args(ffmpeg, src, plan, chunk, preset=preset, threads=threads)
+    args += ["-filter_complex_threads", str(threads)]
+    rungs = [rung for rung, _ in outputs]
+    args += ["-filter_complex", ladder_filter(plan.fps, rungs, f"0:{plan.video_index}")]
+    for i, (rung, out) in enumerate(outputs):
+        args += ["-map", f"[v{i}]", "-an", "-sn", "-dn", "-map_metadata", "-1"]
+        args += ["-map_chapters", "-1", "-frames:v", str(chunk.frames)]
+        args += codec_args(rung, plan.gop_frames, preset=preset, threads=threads)
+        args.append(str(out))
+    return args
+
+
+def chunk_problem(check: StreamCheck, chunk: Chunk, rung: Rung) -> str | None:
+    """What is wrong with an encoded chunk of ``rung``, or None: it must hold the chunk's
+    frames at the rung's size."""
+    if check.packets == chunk.frames and (check.width, check.height) == (rung.width, rung.height):
+        return None
+    return (
+        f"{rung.name}: wrote {check.packets} frames of {check.width}x{check.height}, expected "
+        f"{chunk.frames} of {rung.width}x{rung.height} (source shorter than probed?)"
+    )
 
 
 def audio_sample_limit(video_seconds: Fraction, sample_rate: int = AUDIO_RATE) -> int:
@@ -398,20 +471,47 @@ async def encode_chunk(
     Idempotent: a retry overwrites ``out``. Write to a temporary name and rename if another
     worker may read ``out`` meanwhile.
     """
-    step = f"encode {rung.name} chunk {chunk.index}"
-    argv = video_args(tools.ffmpeg, src, plan, chunk, rung, out, preset=preset, threads=threads)
-    await run(argv, step=step, timeout=timeout)
-    check = await check_stream(
-        tools, out, count=True, step=f"check {rung.name} chunk {chunk.index}"
+    [check] = await encode_chunks(
+        tools, src, plan, chunk, [(rung, out)], preset=preset, threads=threads, timeout=timeout
     )
-    if check.packets != chunk.frames or (check.width, check.height) != (rung.width, rung.height):
-        raise MediaError(
-            step,
-            None,
-            f"wrote {check.packets} frames of {check.width}x{check.height}, expected "
-            f"{chunk.frames} of {rung.width}x{rung.height} (source shorter than probed?)",
-        )
     return check
+
+
+async def encode_chunks(
+    tools: Tools,
+    src: Path,
+    plan: ChunkPlan,
+    chunk: Chunk,
+    outputs: Sequence[tuple[Rung, Path]],
+    *,
+    preset: str = "veryfast",
+    threads: int = 1,
+    timeout: float | None = None,  # noqa: ASYNC109 (see tools.run)
+) -> list[StreamCheck]:
+    """Encode one chunk of every ``(rung, path)`` with one ffmpeg (one decode,
+    :func:`rungs_args`) and check every output's frame count and size; the checks in the
+    order of ``outputs``. ``timeout`` defaults to :data:`ENCODE_TIMEOUT` per rung.
+
+    Raises :class:`MediaError` naming every output that fails its check. Idempotent like
+    :func:`encode_chunk`: write to temporary names and rename them only once this returns.
+    """
+    names = "+".join(rung.name for rung, _ in outputs)
+    step = f"encode {names} chunk {chunk.index}"
+    argv = rungs_args(tools.ffmpeg, src, plan, chunk, outputs, preset=preset, threads=threads)
+    limit = ENCODE_TIMEOUT * len(outputs) if timeout is None else timeout
+    await run(argv, step=step, timeout=limit)
+    checks = [
+        await check_stream(tools, out, count=True, step=f"check {rung.name} chunk {chunk.index}")
+        for rung, out in outputs
+    ]
+    problems = [
+        problem
+        for (rung, _), check in zip(outputs, checks, strict=True)
+        if (problem := chunk_problem(check, chunk, rung)) is not None
+    ]
+    if problems:
+        raise MediaError(step, None, "; ".join(problems))
+    return checks
 
 
 async def encode_audio(

@@ -3,7 +3,8 @@
 Measures the source's complexity (a few quick constant-quality probe encodes), plans the
 per-title ladder (no rung above the source) and the GOP-aligned chunks
 (``pipeline.chunk_seconds``), marks the video SEGMENTED and enqueues one ``encode_chunk`` job
-per chunk x rung and one ``encode_audio`` job, in the same transaction as its completion. The
+per chunk x group of ``pipeline.rungs_per_job`` rungs (0: all rungs of the chunk in one job) and
+one ``encode_audio`` job, in the same transaction as its completion. The
 plan is this job's result (:class:`~origin.pipeline.jobs.Analysis`); the encode jobs name it.
 """
 
@@ -34,5 +35,7 @@ async def run(ctx: Context, job: Job) -> Done:
     await advance(ctx, job.video_id, "SEGMENTED")
     return Done(
         result=analysis.to_json(),
-        then=tuple(encode_jobs(job.job_id, analysis, ctx.pipeline.max_attempts)),
+        then=tuple(
+            encode_jobs(job.job_id, analysis, ctx.pipeline.max_attempts, ctx.pipeline.rungs_per_job)
+        ),
     )

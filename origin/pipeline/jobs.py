@@ -6,7 +6,8 @@ a completed stage hands to ``Catalog.complete(then=…)``. A title's jobs, in or
     kind          key                          payload                        enqueued by
     probe         probe                        {}                             the upload API
     analyse       analyse                      {probe, tracks}                probe
-    encode_chunk  encode:{rung}:chunk-{0003}   {analysis_job, rung, chunk}    analyse (fan-out)
+    encode_chunk  encode:chunk-{0003}          {analysis_job, rungs, chunk}   analyse (fan-out)
+                  encode:{rungs}:chunk-{0003}
     encode_audio  encode:audio                 {analysis_job}                 analyse (with audio)
     package       package                      {analysis_job}                 the last encode job
     publish       publish                      {staging, renditions}          package
@@ -18,9 +19,12 @@ Payloads and results (JSON objects; Fractions as ``"30000/1001"`` strings)::
     analyse      payload {"probe": ProbeJson, "tracks": TracksJson}
                  result  AnalysisJson = {"probe", "tracks", "complexity_kbps", "samples_kbps",
                          "rungs": [Rung.as_dict()], "plan": ChunkPlan.as_dict()}
-    encode_*     payload {"analysis_job": <job id of analyse>, "rung": "h264-360p", "chunk": 3}
-                 result  {"file": "chunks/h264-360p/00003.mp4", "frames": 50, "bytes": 81234}
-                         (encode_audio: {"file": "audio.mp4", "seconds": 3.99, "bytes": …})
+    encode_chunk payload {"analysis_job": <job id of analyse>, "chunk": 3,
+                          "rungs": ["h264-240p", "h264-360p"]}   (ladder order)
+                 result  {"files": [{"rung": "h264-240p", "file": "chunks/h264-240p/00003.mp4",
+                          "frames": 50, "bytes": 81234}, …]}   (one per rung of the payload)
+    encode_audio payload {"analysis_job": …}
+                 result  {"file": "audio.mp4", "seconds": 3.99, "bytes": …}
     package      payload {"analysis_job": …}
                  result  {"staging": "/abs/media/.staging/{id}.xyz", "renditions": [Rendition],
                          "bandwidth_fixes": 2, "skipped": ["subtitle stream 3: …"]}
@@ -32,6 +36,13 @@ Payloads and results (JSON objects; Fractions as ``"30000/1001"`` strings)::
     TracksJson  = {"audio_language", "audio_label", "subtitles": [{"index", "codec",
                    "language", "label"}], "skipped": [str]}
     Rendition   = the origin.catalog.Rendition fields
+
+Chunk jobs (``pipeline.rungs_per_job``, :func:`rung_groups`): one job encodes a group of rungs
+of one chunk from one decode of it. 0 = the whole ladder in one job per chunk, key
+``encode:chunk-0003``; n = the ladder (in its order) cut into groups of n, key
+``encode:h264-240p+h264-360p:chunk-0003`` (n = 1: ``encode:h264-240p:chunk-0003``, one job per
+rung and chunk as before). A group may mix codecs (the H.264 and HEVC rungs of a 4K title). A
+payload of an earlier version with one ``"rung"`` instead of ``"rungs"`` is still read.
 
 Where a payload carries data and where it names a job: one-to-one hops carry what the next
 stage needs (a few hundred bytes, written once). The fan-out names the analyse job instead
@@ -77,8 +88,22 @@ JsonDict = dict[str, Any]
 T = TypeVar("T")
 
 
-def chunk_key(rung: str, index: int) -> str:
-    return f"encode:{rung}:chunk-{index:04d}"
+def chunk_key(rungs: Sequence[str] | None, index: int) -> str:
+    """The key of the chunk job encoding ``rungs`` of chunk ``index``; None = every rung."""
+    if rungs is None:
+        return f"encode:chunk-{index:04d}"
+    if not rungs:
+        raise ValueError("a chunk job encodes at least one rung")
+    return f"encode:{'+'.join(rungs)}:chunk-{index:04d}"
+
+
+def rung_groups(rungs: Sequence[Rung], per_job: int) -> tuple[tuple[Rung, ...], ...]:
+    """The ladder cut into the rung groups of one chunk job each, in ladder order:
+    ``per_job`` rungs per group (the last takes the rest), 0 = one group of every rung."""
+    if per_job < 0:
+        raise ValueError(f"rungs per job must be >= 0, got {per_job}")
+    size = per_job or len(rungs) or 1
+    return tuple(tuple(rungs[i : i + size]) for i in range(0, len(rungs), size))
 
 
 def parse(what: str, build: Callable[[], T]) -> T:
@@ -204,20 +229,29 @@ class AnalysePayload:
 
 @dataclass(frozen=True, slots=True)
 class PlanPayload:
-    """Names the analyse job whose result is the plan; ``encode_chunk`` adds its rung and chunk
-    (``encode_audio`` and ``package`` need neither)."""
+    """Names the analyse job whose result is the plan; ``encode_chunk`` adds its rungs and
+    chunk (``encode_audio`` and ``package`` need neither)."""
 
     analysis_job: int
-    rung: str | None = None
+    rungs: tuple[str, ...] = ()
     chunk: int | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> PlanPayload:
         def build() -> PlanPayload:
-            rung, chunk = data.get("rung"), data.get("chunk")
+            chunk = data.get("chunk")
+            if "rungs" in data:
+                raw = data["rungs"]
+                if not isinstance(raw, list):
+                    raise TypeError(f"rungs is a {type(raw).__name__}, not a list")
+                rungs = tuple(str(r) for r in raw)
+            else:  # a job queued by a version with one rung per job
+                rungs = () if data.get("rung") is None else (str(data["rung"]),)
+            if len(set(rungs)) != len(rungs):
+                raise ValueError(f"a rung named twice: {list(rungs)}")
             return cls(
                 analysis_job=int(data["analysis_job"]),
-                rung=None if rung is None else str(rung),
+                rungs=rungs,
                 chunk=None if chunk is None else int(chunk),
             )
 
@@ -248,18 +282,21 @@ def analyse_job(probe: ProbeResult, tracks: Tracks, max_attempts: int) -> JobSpe
     return JobSpec(ANALYSE, ANALYSE, payload, max_attempts)
 
 
-def encode_jobs(analysis_job: int, analysis: Analysis, max_attempts: int) -> list[JobSpec]:
-    """The fan-out: one job per chunk x rung (chunk-major, so the first seconds of every rung
-    finish first), and the audio job when the source has audio."""
+def encode_jobs(
+    analysis_job: int, analysis: Analysis, max_attempts: int, rungs_per_job: int = 0
+) -> list[JobSpec]:
+    """The fan-out: one job per chunk x rung group (:func:`rung_groups`; chunk-major, so the
+    first seconds of every rung finish first), and the audio job when the source has audio."""
+    groups = rung_groups(analysis.rungs, rungs_per_job)
     specs = [
         JobSpec(
             ENCODE_CHUNK,
-            chunk_key(rung.name, chunk.index),
-            {"analysis_job": analysis_job, "rung": rung.name, "chunk": chunk.index},
+            chunk_key(None if rungs_per_job == 0 else names, chunk.index),
+            {"analysis_job": analysis_job, "rungs": names, "chunk": chunk.index},
             max_attempts,
         )
         for chunk in analysis.plan.chunks
-        for rung in analysis.rungs
+        for names in ([r.name for r in group] for group in groups)
     ]
     if analysis.probe.has_audio:
         specs.append(JobSpec(ENCODE_AUDIO, AUDIO_KEY, {"analysis_job": analysis_job}, max_attempts))

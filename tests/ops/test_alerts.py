@@ -10,7 +10,15 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.ops.tools import ALERTS, REPO, exported_metric_names, metric_names, run, tool
+from tests.ops.tools import (
+    ALERTS,
+    REPO,
+    exported_metric_names,
+    metric_names,
+    run,
+    tool,
+    write_rules_without_annotations,
+)
 
 DOC = yaml.safe_load(ALERTS.read_text())
 RULES: list[dict[str, Any]] = [r for g in DOC["groups"] for r in g["rules"]]
@@ -259,14 +267,7 @@ CASES: list[tuple[list[dict[str, str]], list[dict[str, Any]]]] = [
 def test_alerts_fire_when_they_should_and_only_then(tmp_path: Path) -> None:
     covered = {e["alertname"] for _, evals in CASES for e in evals if e["exp_alerts"]}
     assert covered == {r["alert"] for r in RULES}, "every alert needs a case where it fires"
-    # Annotations are checked above; promtool would compare their rendered text too.
-    stripped = {
-        "groups": [
-            {**g, "rules": [{k: v for k, v in r.items() if k != "annotations"} for r in g["rules"]]}
-            for g in DOC["groups"]
-        ]
-    }
-    (tmp_path / "rules.yml").write_text(yaml.safe_dump(stripped))
+    write_rules_without_annotations(DOC, tmp_path)
     # Day-long cases are evaluated every 5 minutes, the others every minute.
     files = []
     for step in ("1m", "5m"):

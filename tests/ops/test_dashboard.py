@@ -10,6 +10,7 @@ from typing import Any
 
 from tests.ops.tools import (
     DASHBOARD,
+    assert_panels_do_not_overlap,
     exported_metric_names,
     metric_names,
     promtool_check_exprs,
@@ -60,14 +61,7 @@ def test_every_panel_is_titled_described_and_queries_the_chosen_instances() -> N
 
 
 def test_panels_do_not_overlap() -> None:
-    cells: dict[tuple[int, int], str] = {}
-    for p in DASH["panels"]:
-        g = p["gridPos"]
-        assert g["x"] + g["w"] <= 24, p["title"]
-        for x in range(g["x"], g["x"] + g["w"]):
-            for y in range(g["y"], g["y"] + g["h"]):
-                assert (x, y) not in cells, f"{p['title']} overlaps {cells[x, y]}"
-                cells[x, y] = p["title"]
+    assert_panels_do_not_overlap(DASH)
 
 
 def test_every_metric_is_one_the_appliance_exports() -> None:

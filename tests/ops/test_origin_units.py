@@ -15,18 +15,20 @@ from pathlib import Path
 
 import pytest
 import requests
-from prometheus_client import CollectorRegistry, ProcessCollector
 
 from origin import config as origin_config
-from origin.catalog import SqliteCatalog
 from origin.config import PipelineConfig
 from origin.media.tools import find_tools
-from origin.metrics.catalog import CatalogCollector
-from origin.metrics.serve import NS, ServeMetrics
-from origin.metrics.worker import WorkerMetrics
-from origin.pipeline.jobs import KINDS
 from origin.serve import SHUTDOWN_TIMEOUT
-from tests.ops.tools import FIRMWARE, REPO, metric_names, promtool_check_exprs, run, tool
+from tests.ops.tools import (
+    FIRMWARE,
+    REPO,
+    metric_names,
+    origin_exported_metric_names,
+    promtool_check_exprs,
+    run,
+    tool,
+)
 from tests.ops.units import allowed_syscalls, parse_unit, sandboxed, seccomp_python, seconds
 from tests.origin.pipeline.conftest import make_origin, make_title_clip
 from tests.support.origin_proc import write_config, write_object
@@ -228,19 +230,6 @@ def test_a_worker_encodes_a_title_in_its_units_sandbox(
     assert (origin.title_dir(vid) / "master.m3u8").is_file()
 
 
-def exported_names(tmp: Path) -> set[str]:
-    """Every sample name the origin's two /metrics can carry (up: Prometheus's own)."""
-    registry = CollectorRegistry()
-    ServeMetrics(registry)
-    WorkerMetrics(registry, KINDS)
-    ProcessCollector(namespace=NS, registry=registry)
-    with SqliteCatalog.open(tmp / "catalog.db") as catalog:
-        registry.register(CatalogCollector(catalog, KINDS))
-        families = list(registry.collect())
-    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
-    return {"up"} | {f.name + s for f in families for s in suffixes.get(f.type, ("",))}
-
-
 def documented_alerts() -> list[str]:
     """The expressions of the alerts table in docs/origin.md."""
     text = (REPO / "docs" / "origin.md").read_text()
@@ -251,7 +240,7 @@ def documented_alerts() -> list[str]:
 def test_documented_alerts_parse_and_name_exported_metrics(tmp_path: Path) -> None:
     exprs = documented_alerts()
     assert len(exprs) >= 8
-    exported = exported_names(tmp_path)
+    exported = origin_exported_metric_names(tmp_path)
     for expr in exprs:
         assert metric_names(expr) <= exported, expr
     r = promtool_check_exprs(exprs, tmp_path)

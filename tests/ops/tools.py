@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -21,6 +22,8 @@ REPO = Path(__file__).resolve().parents[2]
 FIRMWARE = REPO / "firmware-config"
 ALERTS = FIRMWARE / "prometheus" / "vodedge-appliance-alerts.yml"
 DASHBOARD = FIRMWARE / "grafana" / "vodedge-appliance.json"
+ORIGIN_ALERTS = FIRMWARE / "prometheus" / "vodedge-origin-alerts.yml"
+ORIGIN_DASHBOARD = FIRMWARE / "grafana" / "vodedge-origin.json"
 SYSCTL = FIRMWARE / "sysctl.d" / "90-vodedge-appliance.conf"
 UNIT = REPO / "systemd" / "vodedge-appliance.service"
 INSTALL = REPO / "systemd" / "install.sh"
@@ -81,6 +84,28 @@ def exported_metric_names() -> set[str]:
     return names
 
 
+def origin_exported_metric_names(tmp: Path) -> set[str]:
+    """Every sample name the origin's /metrics (serve's and each worker's) can carry, with
+    ``up`` (Prometheus's own); ``tmp`` holds a scratch catalog for the catalog gauges."""
+    from prometheus_client import CollectorRegistry, ProcessCollector
+
+    from origin.catalog import SqliteCatalog
+    from origin.metrics.catalog import CatalogCollector
+    from origin.metrics.serve import NS, ServeMetrics
+    from origin.metrics.worker import WorkerMetrics
+    from origin.pipeline.jobs import KINDS
+
+    registry = CollectorRegistry()
+    ServeMetrics(registry)
+    WorkerMetrics(registry, KINDS)
+    ProcessCollector(namespace=NS, registry=registry)
+    with SqliteCatalog.open(tmp / "catalog.db") as catalog:
+        registry.register(CatalogCollector(catalog, KINDS))
+        families = list(registry.collect())
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+    return {"up"} | {f.name + s for f in families for s in suffixes.get(f.type, ("",))}
+
+
 _STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
 _MATCHERS = re.compile(r"\{[^{}]*\}")
 _RANGES = re.compile(r"\[[^\[\]]*\]")
@@ -111,3 +136,29 @@ def promtool_check_exprs(exprs: list[str], tmp: Path) -> subprocess.CompletedPro
     f = tmp / "exprs.rules.yml"
     f.write_text(yaml.safe_dump({"groups": [{"name": "exprs", "rules": rules}]}))
     return run([tool("promtool"), "check", "rules", str(f)])
+
+
+def assert_panels_do_not_overlap(dash: dict[str, Any]) -> None:
+    """No two panels of a Grafana dashboard share a grid cell; none is wider than the grid."""
+    cells: dict[tuple[int, int], str] = {}
+    for p in dash["panels"]:
+        g = p["gridPos"]
+        assert g["x"] + g["w"] <= 24, p["title"]
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in cells, f"{p['title']} overlaps {cells[x, y]}"
+                cells[x, y] = p["title"]
+
+
+def write_rules_without_annotations(doc: dict[str, Any], tmp: Path) -> Path:
+    """The rule file with annotations removed, for ``promtool test rules`` (annotations are
+    checked on their own; promtool would compare their rendered text too)."""
+    stripped = {
+        "groups": [
+            {**g, "rules": [{k: v for k, v in r.items() if k != "annotations"} for r in g["rules"]]}
+            for g in doc["groups"]
+        ]
+    }
+    path = tmp / "rules.yml"
+    path.write_text(yaml.safe_dump(stripped))
+    return path

@@ -70,6 +70,9 @@ def test_config_is_frozen(tmp_path: Path) -> None:
         ('[api]\npart_idle_timeout_s = "60"\n', "api.part_idle_timeout_s: expected float"),
         ('[pipeline]\nmetrics_listen = "9210"\n', "pipeline.metrics_listen: expected 'host:port'"),
         ("[pipeline]\nmetrics_listen = 9210\n", "pipeline.metrics_listen: expected str"),
+        ("[pipeline]\nrungs_per_job = -1\n", "pipeline.rungs_per_job: must be >= 0"),
+        ('[pipeline]\nrungs_per_job = "all"\n', "pipeline.rungs_per_job: expected int"),
+        ("[pipeline]\nrungs_per_job = 1.5\n", "pipeline.rungs_per_job: expected int"),
         ("server = 1\n", "server: expected a table"),
         ("[server\n", "not valid TOML"),
     ],
@@ -109,6 +112,14 @@ def test_operation_keys(tmp_path: Path) -> None:
     text = '[api]\npart_idle_timeout_s = 5\n[pipeline]\nmetrics_listen = "[::1]:9211"\n'
     cfg = config.load(write(tmp_path, text))
     assert (cfg.api.part_idle_timeout_s, cfg.pipeline.metrics_listen) == (5.0, ("::1", 9211))
+
+
+@pytest.mark.parametrize(
+    ("text", "rungs_per_job"), [("", 0), ("rungs_per_job = 1", 1), ("rungs_per_job = 3", 3)]
+)
+def test_rungs_per_job(tmp_path: Path, text: str, rungs_per_job: int) -> None:
+    cfg = config.load(write(tmp_path, f"[pipeline]\n{text}\n"))
+    assert cfg.pipeline.rungs_per_job == rungs_per_job
 
 
 def test_the_firmware_config_loads_and_lists_every_key(

@@ -21,10 +21,12 @@ from origin.media.chunks import (
     concat_list,
     encode_audio,
     encode_chunk,
+    encode_chunks,
     frame_count,
     gop_frames,
     output_fps,
     plan_chunks,
+    rungs_args,
     split_frames,
     video_args,
 )
@@ -254,3 +256,78 @@ async def test_a_chunk_past_the_end_fails_its_frame_check(
             tools, small_clip, plan, plan.chunks[1], rung(), tmp_path / "x.mp4", preset="ultrafast"
         )
     assert info.value.step == "encode h264-180p chunk 1"
+
+
+def output_options(args: list[str], out: str, previous: str) -> list[str]:
+    """The options of the output file ``out``: what follows ``previous`` (the file before it,
+    or the filter graph) up to ``out``."""
+    start = args.index(previous) + 1
+    return args[start : args.index(out)]
+
+
+def test_rungs_args_decode_once_and_encode_each_rung_as_it_would_alone() -> None:
+    plan = plan_chunks(probe_result(video_index=2), chunk_seconds=4)
+    rungs = [rung(), rung(width=640, height=360), rung("hevc", 1280, 720)]
+    outs = [(r, Path(f"{r.name}.mp4")) for r in rungs]
+    args = rungs_args(
+        Path("ffmpeg"), Path("in.mp4"), plan, plan.chunks[1], outs, preset="fast", threads=2
+    )
+    assert args.count("-i") == 1 and "-ss 3.980000 -i in.mp4" in " ".join(args)
+    graph = args[args.index("-filter_complex") + 1]
+    assert graph == (
+        "[0:2]setpts=PTS-STARTPTS,fps=25,split=3[s0][s1][s2];"
+        "[s0]scale=320:180,setsar=1,format=yuv420p[v0];"
+        "[s1]scale=640:360,setsar=1,format=yuv420p[v1];"
+        "[s2]scale=1280:720,setsar=1,format=yuv420p[v2]"
+    )
+    assert "-filter_complex_threads 2" in " ".join(args)
+    previous = graph
+    for i, (r, out) in enumerate(outs):
+        options = output_options(args, str(out), previous)
+        assert options[:2] == ["-map", f"[v{i}]"]
+        assert " ".join(options).count("-frames:v 100") == 1
+        # exactly the encoder options of this rung alone: rate, VBV, keyframes, threads
+        codec = codec_args(r, plan.gop_frames, preset="fast", threads=2)
+        assert options[-len(codec) :] == codec
+        previous = str(out)
+    assert args[-1] == "hevc-720p.mp4"
+    # One rung is today's one-rung argv.
+    one = rungs_args(Path("f"), Path("i"), plan, plan.chunks[0], outs[:1])
+    assert one == video_args(Path("f"), Path("i"), plan, plan.chunks[0], rungs[0], outs[0][1])
+    with pytest.raises(ValueError, match="named twice"):
+        rungs_args(Path("f"), Path("i"), plan, plan.chunks[0], [outs[0], outs[0]])
+    with pytest.raises(ValueError, match="no rungs"):
+        rungs_args(Path("f"), Path("i"), plan, plan.chunks[0], [])
+    with pytest.raises(ValueError, match="preset"):
+        rungs_args(Path("f"), Path("i"), plan, plan.chunks[0], outs, preset="x")
+
+
+async def test_several_rungs_of_mixed_codecs_from_one_decode_join_with_aligned_idrs(
+    tools: Tools, small_clip: Path, tmp_path: Path
+) -> None:
+    probe = await probe_file(tools, small_clip)
+    plan = plan_chunks(probe, chunk_seconds=2)
+    rungs = [rung(width=256, height=144), rung(), rung("hevc")]
+    paths = {r.name: [tmp_path / f"{r.name}-{c.index}.mp4" for c in plan.chunks] for r in rungs}
+    for c in plan.chunks:
+        outs = [(r, paths[r.name][c.index]) for r in rungs]
+        checks = await encode_chunks(tools, small_clip, plan, c, outs, preset="ultrafast")
+        got = [(k.codec, k.width, k.height, k.packets) for k in checks]
+        assert got == [(r.codec, r.width, r.height, 50) for r in rungs]
+    for r in rungs:
+        out = tmp_path / f"{r.name}.mp4"
+        joined = await concat_chunks(tools, paths[r.name], out, expected_frames=100)
+        assert (joined.codec, joined.width, joined.height) == (r.codec, r.width, r.height)
+        assert keyframe_times(tools, out) == [0.0, 2.0]
+
+
+async def test_every_output_of_a_chunk_past_the_end_fails_its_frame_check(
+    tools: Tools, small_clip: Path, tmp_path: Path
+) -> None:
+    probe = await probe_file(tools, small_clip)
+    plan = plan_chunks(replace(probe, duration=8.0), chunk_seconds=4)  # the clip has 4 s
+    outs = [(rung(), tmp_path / "a.mp4"), (rung(width=256, height=144), tmp_path / "b.mp4")]
+    with pytest.raises(MediaError, match="expected 100") as info:
+        await encode_chunks(tools, small_clip, plan, plan.chunks[1], outs, preset="ultrafast")
+    assert info.value.step == "encode h264-180p+h264-144p chunk 1"
+    assert "h264-180p: wrote" in str(info.value) and "h264-144p: wrote" in str(info.value)

@@ -1,5 +1,6 @@
-"""End to end on a tiny clip: probe, complexity, ladder, chunks x rungs, join, audio, package,
-thumbnails; then read the output back the way a player and a validator would.
+"""End to end on a tiny clip: probe, complexity, ladder, chunks (every rung of a chunk from one
+decode, as the pipeline's default chunk job does), join, audio, package, thumbnails; then read
+the output back the way a player and a validator would.
 
 Source: 640x360 test pattern at 25 fps, 10 s of video with 10.5 s of mono 44.1 kHz audio (so
 the audio must be trimmed, resampled and made stereo), its own GOP of 37 frames (so chunk seeks
@@ -25,7 +26,7 @@ from origin.media.chunks import (
     ChunkPlan,
     concat_chunks,
     encode_audio,
-    encode_chunk,
+    encode_chunks,
     plan_chunks,
 )
 from origin.media.complexity import Complexity, measure_complexity
@@ -88,12 +89,12 @@ async def build(tools: Tools, work: Path) -> Title:
     chunk_dir = work / "chunks"
     chunk_dir.mkdir()
 
-    async def one(rung: Rung, index: int) -> None:
+    async def one(index: int) -> None:
         async with slots:
-            out = chunk_dir / f"{rung.name}-{index:04d}.mp4"
-            await encode_chunk(tools, src, plan, plan.chunks[index], rung, out, preset=PRESET)
+            outs = [(r, chunk_dir / f"{r.name}-{index:04d}.mp4") for r in rungs]
+            await encode_chunks(tools, src, plan, plan.chunks[index], outs, preset=PRESET)
 
-    jobs = [one(r, c.index) for r in rungs for c in plan.chunks]
+    jobs = [one(c.index) for c in plan.chunks]
     await timed("encode chunks", asyncio.gather(*jobs))
     joined = {}
     for rung in rungs:

@@ -12,6 +12,7 @@ import pytest
 
 from origin.catalog import Rendition, Video
 from origin.catalog.rows import dump_json
+from origin.config import PipelineConfig
 from origin.media.chunks import plan_chunks
 from origin.media.complexity import Complexity
 from origin.media.ladder import plan_ladder
@@ -30,12 +31,14 @@ from origin.pipeline.jobs import (
     PlanPayload,
     PublishPayload,
     analyse_job,
+    chunk_key,
     encode_jobs,
     notify_job,
     package_job,
     probe_from_json,
     probe_to_json,
     publish_job,
+    rung_groups,
 )
 
 TRACKS = Tracks(
@@ -104,17 +107,37 @@ def test_analysis_round_trips() -> None:
     assert (payload.probe, payload.tracks) == (a.probe, TRACKS)
 
 
-def test_fan_out_is_one_job_per_chunk_and_rung_plus_audio() -> None:
+RUNGS = ["h264-240p", "h264-360p", "h264-540p", "h264-720p"]
+
+
+@pytest.mark.parametrize(
+    ("per_job", "keys", "groups"),
+    [
+        (0, ["encode:chunk-0000"], [RUNGS]),
+        (1, [f"encode:{r}:chunk-0000" for r in RUNGS], [[r] for r in RUNGS]),
+        (
+            3,
+            ["encode:h264-240p+h264-360p+h264-540p:chunk-0000", "encode:h264-720p:chunk-0000"],
+            [RUNGS[:3], RUNGS[3:]],
+        ),
+        (4, ["encode:h264-240p+h264-360p+h264-540p+h264-720p:chunk-0000"], [RUNGS]),
+        (9, ["encode:h264-240p+h264-360p+h264-540p+h264-720p:chunk-0000"], [RUNGS]),
+    ],
+)
+def test_fan_out_is_one_job_per_chunk_and_rung_group_plus_audio(
+    per_job: int, keys: list[str], groups: list[list[str]]
+) -> None:
     a = analysis()
-    assert [r.name for r in a.rungs] == ["h264-240p", "h264-360p", "h264-540p", "h264-720p"]
+    assert [r.name for r in a.rungs] == RUNGS
     assert [c.frames for c in a.plan.chunks] == [120, 120, 59]  # 299 whole frames at 29.97
-    specs = encode_jobs(17, a, max_attempts=4)
+    specs = encode_jobs(17, a, max_attempts=4, rungs_per_job=per_job)
     chunks = [s for s in specs if s.kind == ENCODE_CHUNK]
-    assert len(chunks) == 3 * 4
+    assert len(chunks) == 3 * len(groups)
     assert len({s.key for s in specs}) == len(specs)
-    assert chunks[0].key == "encode:h264-240p:chunk-0000"
-    assert chunks[4].key == "encode:h264-240p:chunk-0001"  # chunk-major: early seconds first
-    assert chunks[-1].payload == {"analysis_job": 17, "rung": "h264-720p", "chunk": 2}
+    assert [s.key for s in chunks[: len(groups)]] == keys  # chunk-major: early seconds first
+    assert [s.payload["rungs"] for s in chunks[: len(groups)]] == groups
+    assert chunks[-1].payload == {"analysis_job": 17, "rungs": groups[-1], "chunk": 2}
+    assert chunks[-1].key == keys[-1].replace("chunk-0000", "chunk-0002")
     assert (specs[-1].kind, specs[-1].key, specs[-1].payload) == (
         ENCODE_AUDIO,
         AUDIO_KEY,
@@ -122,16 +145,46 @@ def test_fan_out_is_one_job_per_chunk_and_rung_plus_audio() -> None:
     )
     assert {s.max_attempts for s in specs} == {4}
     # Deterministic: the same plan makes the same specs (enqueue stays idempotent).
-    assert encode_jobs(17, Analysis.from_json(through_json(a.to_json())), 4) == specs
+    again = encode_jobs(17, Analysis.from_json(through_json(a.to_json())), 4, per_job)
+    assert again == specs
+    # Every rung of every chunk is encoded by exactly one job.
+    pieces = [(r, s.payload["chunk"]) for s in chunks for r in s.payload["rungs"]]
+    assert sorted(pieces) == sorted((r, c.index) for r in RUNGS for c in a.plan.chunks)
 
 
-def test_every_chunk_payload_names_a_piece_of_the_plan() -> None:
+def test_the_default_is_every_rung_of_a_chunk_in_one_job() -> None:
     a = analysis()
-    for spec in encode_jobs(17, a, 3)[:-1]:
+    assert encode_jobs(17, a, 4) == encode_jobs(17, a, 4, rungs_per_job=0)
+    assert PipelineConfig().rungs_per_job == 0
+
+
+def test_rung_groups_and_keys() -> None:
+    rungs = tuple(analysis().rungs)
+    assert rung_groups(rungs, 0) == (rungs,)
+    assert rung_groups(rungs, 2) == (rungs[:2], rungs[2:])
+    assert rung_groups((), 0) == ()
+    with pytest.raises(ValueError):
+        rung_groups(rungs, -1)
+    assert chunk_key(None, 3) == "encode:chunk-0003"
+    assert chunk_key(["h264-240p"], 3) == "encode:h264-240p:chunk-0003"
+    with pytest.raises(ValueError):
+        chunk_key([], 3)
+
+
+@pytest.mark.parametrize("per_job", [0, 1, 2])
+def test_every_chunk_payload_names_pieces_of_the_plan(per_job: int) -> None:
+    a = analysis()
+    for spec in encode_jobs(17, a, 3, per_job)[:-1]:
         payload = PlanPayload.from_json(through_json(spec.payload))
-        assert payload.rung is not None and payload.chunk is not None
-        assert a.rung(payload.rung).name == payload.rung
+        assert payload.rungs and payload.chunk is not None
+        assert [a.rung(name).name for name in payload.rungs] == list(payload.rungs)
         assert a.chunk(payload.chunk).index == payload.chunk
+
+
+def test_a_one_rung_payload_of_the_previous_version_is_read() -> None:
+    old = {"analysis_job": 17, "rung": "h264-360p", "chunk": 2}
+    assert PlanPayload.from_json(old) == PlanPayload(17, ("h264-360p",), 2)
+    assert PlanPayload.from_json({"analysis_job": 17}) == PlanPayload(17, (), None)
 
 
 def test_a_silent_title_has_no_audio_job_and_fans_in_on_chunks_only() -> None:
@@ -168,6 +221,8 @@ def test_publish_and_notify_payloads() -> None:
     [
         (PlanPayload.from_json, {}),
         (PlanPayload.from_json, {"analysis_job": "seventeen"}),
+        (PlanPayload.from_json, {"analysis_job": 1, "rungs": "h264-240p", "chunk": 0}),
+        (PlanPayload.from_json, {"analysis_job": 1, "rungs": ["a", "a"], "chunk": 0}),
         (AnalysePayload.from_json, {"probe": {}, "tracks": {}}),
         (PublishPayload.from_json, {"staging": "/x", "renditions": [{"name": "../up"}]}),
         (

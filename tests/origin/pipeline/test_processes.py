@@ -66,10 +66,11 @@ def wait_for_encode_in_progress(origin: Origin, video_id: str, proc: subprocess.
     raise AssertionError("never saw a chunk being encoded")
 
 
+@pytest.mark.parametrize("rungs_per_job", [0, 1], ids=["one-job-per-chunk", "one-job-per-rung"])
 def test_a_title_goes_from_upload_to_ready(
-    tmp_path: Path, title_clip: Path, receiver: Receiver, tools: Tools
+    tmp_path: Path, title_clip: Path, receiver: Receiver, tools: Tools, rungs_per_job: int
 ) -> None:
-    origin = make_origin(tmp_path, webhook_url=receiver.url)
+    origin = make_origin(tmp_path, webhook_url=receiver.url, rungs_per_job=rungs_per_job)
     vid = origin.add_video(title_clip)
     started = time.monotonic()
     proc = origin.run_worker()
@@ -83,10 +84,17 @@ def test_a_title_goes_from_upload_to_ready(
     assert (video.width, video.height) == (640, 360)
     assert video.duration_s == pytest.approx(4.0)
     assert Counter(j.kind for j in jobs) == {
-        "probe": 1, "analyse": 1, "encode_chunk": 4, "encode_audio": 1,
-        "package": 1, "publish": 1, "notify": 1,
+        "probe": 1, "analyse": 1, "encode_chunk": 2 if rungs_per_job == 0 else 4,
+        "encode_audio": 1, "package": 1, "publish": 1, "notify": 1,
     }  # fmt: skip
     assert all((j.state, j.attempts, j.last_error) == ("done", 1, None) for j in jobs)
+    # Every rung of both 2 s chunks encoded once, with its 50 frames.
+    encoded = [f for j in jobs if j.kind == "encode_chunk" and j.result for f in j.result["files"]]
+    assert sorted((f["file"], f["frames"]) for f in encoded) == [
+        (f"chunks/{rung}/{chunk:05d}.mp4", 50)
+        for rung in ("h264-240p", "h264-360p")
+        for chunk in (0, 1)
+    ]
 
     # The catalog's file list is what is on disk, path for path and size for size.
     title = origin.title_dir(vid)
