@@ -24,7 +24,9 @@ Errors and exit codes::
 
 Under systemd (``Type=notify``), ``serve`` sends READY=1 once every address is bound, WATCHDOG=1
 every WATCHDOG_USEC/2 from its event loop and STOPPING=1 when SIGTERM arrives; ``worker`` the
-same around its job loop (:mod:`origin.pipeline.worker`).
+same around its job loop (:mod:`origin.pipeline.worker`). ``serve`` also runs the janitor
+(:mod:`origin.janitor`: stale uploads, old FAILED work directories, leftover staging) every
+``api.janitor_interval_s`` in its background tasks, cancelled on shutdown.
     worker: see origin.pipeline.worker (0 stopped, 1 cannot start or a slot crashed)
 """
 
@@ -43,7 +45,9 @@ from origin import config as origin_config
 from origin import ingest
 from origin.api import ApiSettings, make_api
 from origin.catalog import CatalogError, SqliteCatalog
+from origin.janitor import Janitor, JanitorSettings
 from origin.metrics.catalog import CatalogCollector
+from origin.metrics.janitor import JanitorMetrics
 from origin.metrics.serve import NS, ServeMetrics
 from origin.pipeline import worker
 from origin.pipeline.jobs import KINDS
@@ -157,9 +161,11 @@ async def _serve_async(cfg: origin_config.OriginConfig, registry: CollectorRegis
         metrics = ServeMetrics(registry)
         registry.register(CatalogCollector(catalog, KINDS))
         api = make_api(catalog, storage, ApiSettings.from_config(cfg), metrics)
+        janitor = Janitor(catalog, JanitorSettings.from_config(cfg), JanitorMetrics(registry))
         async with serving(make_app(storage, api, metrics), cfg.server.listen) as bound:
             notifier.ready(f"serving on {', '.join(bound)}")
             tasks.spawn(ping_watchdog(notifier), name="watchdog")
+            tasks.spawn(janitor.run(), name="janitor")
             await stop.wait()
             notifier.stopping()  # the pings go on until the requests in flight are done
             log.info("stopping", extra={"shutdown_timeout": SHUTDOWN_TIMEOUT})

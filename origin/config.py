@@ -22,6 +22,10 @@ upload_dir = "./var/origin/uploads"  # partial uploads; same file system as medi
 public_read = false              # true: GET catalog/search without a token (reads only)
 part_idle_timeout_s = 60.0       # an upload part that sends nothing this long ends like a
                                  # dropped connection (bytes so far kept, client resumes)
+upload_expiry_s = 604800.0       # `serve`'s janitor aborts an open upload idle this long
+                                 # (7 days) and removes its partial file; >= 3600
+janitor_interval_s = 3600.0      # how often `serve` runs the janitor (stale uploads, work
+                                 # directories of old FAILED videos, leftover staging dirs)
 
 [pipeline]
 work_dir = "./var/origin/work"   # chunk encodes and staging; same file system as media.root
@@ -43,6 +47,8 @@ max_long_side = 4096
 max_short_side = 2160
 metrics_listen = ""              # worker's /metrics + /healthz listener, "host:port"; "" = off
                                  # (`worker --metrics-listen` overrides it per process)
+failed_work_expiry_s = 604800.0  # `serve`'s janitor removes work_dir/{video_id} of a video
+                                 # FAILED this long (7 days); 0 = at its next run
 
 [webhook]
 url = ""                         # POSTed {"event":"video.ready",...} on publish; "" = off
@@ -113,6 +119,13 @@ class ApiConfig:
     """Seconds an upload part may send no byte before it is treated like a dropped connection:
     what arrived is kept and the client resumes from ``Upload-Offset``. Bounds how long a
     stalled client holds a connection and the upload's lock."""
+    upload_expiry_s: float = 7 * 86400.0
+    """Seconds an open upload may receive nothing before ``serve``'s janitor aborts it and
+    removes its partial file. An upload's time is updated when a part ends, not while it
+    streams, hence the floor of an hour (:data:`MIN_UPLOAD_EXPIRY_S`)."""
+    janitor_interval_s: float = 3600.0
+    """Seconds between two runs of ``serve``'s janitor (:mod:`origin.janitor`); the first
+    runs this long after start."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +172,11 @@ class PipelineConfig:
     """Address (host, port) of the worker's own HTTP listener for ``/metrics`` and ``/healthz``;
     None = no listener. Several workers on one machine need one port each: ``vodedge-origin
     worker --metrics-listen`` overrides it per process (the systemd template does)."""
+    failed_work_expiry_s: float = 7 * 86400.0
+    """Seconds after a video became FAILED before ``serve``'s janitor removes its
+    ``{work_dir}/{video_id}`` (0 = at the janitor's next run). The API's re-run clears it
+    anyway, so this only bounds how long the files of a failure stay for an operator to
+    look at."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +283,9 @@ def _catalog(s: Section) -> CatalogConfig:
 
 
 MIN_TOKEN_LENGTH = 16
+MIN_UPLOAD_EXPIRY_S = 3600.0
+"""``api.upload_expiry_s`` floor: well above any part still streaming (its bytes are recorded
+only when it ends)."""
 
 
 def _api(s: Section) -> ApiConfig:
@@ -287,6 +308,8 @@ def _api(s: Section) -> ApiConfig:
         upload_dir=_path(s, "upload_dir", d.upload_dir),
         public_read=s.bool("public_read", d.public_read),
         part_idle_timeout_s=s.float("part_idle_timeout_s", d.part_idle_timeout_s, minimum=1.0),
+        upload_expiry_s=s.float("upload_expiry_s", d.upload_expiry_s, minimum=MIN_UPLOAD_EXPIRY_S),
+        janitor_interval_s=s.float("janitor_interval_s", d.janitor_interval_s, minimum=1.0),
     )
     s.finish()
     return cfg
@@ -323,6 +346,7 @@ def _pipeline(s: Section) -> PipelineConfig:
         max_long_side=s.int("max_long_side", d.max_long_side, minimum=16),
         max_short_side=s.int("max_short_side", d.max_short_side, minimum=16),
         metrics_listen=_optional_listen(s, "metrics_listen"),
+        failed_work_expiry_s=s.float("failed_work_expiry_s", d.failed_work_expiry_s, minimum=0.0),
     )
     s.finish()
     return cfg

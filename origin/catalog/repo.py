@@ -194,6 +194,11 @@ class Catalog(Protocol):
         ``keep_done``, its unfinished jobs reset to fresh attempts) and ``jobs`` enqueued."""
         ...
 
+    def find_videos(self, video_ids: Sequence[str]) -> dict[str, Video]:
+        """The videos among ``video_ids`` that the catalog holds, deleted ones (tombstones)
+        included; ids it does not know are left out."""
+        ...
+
     # -- uploads -----------------------------------------------------------------------------
 
     def create_upload(
@@ -231,7 +236,15 @@ class Catalog(Protocol):
         (``Conflict``). Completing a completed upload returns its video (retried requests)."""
         ...
 
-    def abort_upload(self, upload_id: str) -> Upload: ...
+    def abort_upload(self, upload_id: str, *, idle_before: float | None = None) -> Upload:
+        """Close an upload that is not complete. With ``idle_before`` (the janitor), only an
+        open upload last updated before then: one that received bytes meanwhile, or that was
+        completed, is a ``Conflict``."""
+        ...
+
+    def stale_uploads(self, before: float, *, limit: int = MAX_PAGE) -> list[Upload]:
+        """Open uploads last updated before ``before``, oldest first (the janitor)."""
+        ...
 
     # -- jobs --------------------------------------------------------------------------------
 
@@ -611,6 +624,19 @@ class SqliteCatalog:
             queue.enqueue(c, video_id, jobs, self._now())
             return _load_video(c, video_id)
 
+    def find_videos(self, video_ids: Sequence[str]) -> dict[str, Video]:
+        ids = list(dict.fromkeys(video_ids))
+        found: dict[str, Video] = {}
+        with self._tx(write=False) as c:
+            for start in range(0, len(ids), MAX_PAGE):  # under SQLite's bound-parameter limit
+                batch = ids[start : start + MAX_PAGE]
+                marks = ", ".join("?" * len(batch))
+                rows = c.execute(
+                    f"SELECT {VIDEOS} FROM videos WHERE video_id IN ({marks})", batch
+                ).fetchall()
+                found.update((v.video_id, v) for v in map(video_from, rows))
+        return found
+
     def _insert_video(
         self,
         c: sqlite3.Connection,
@@ -735,12 +761,26 @@ class SqliteCatalog:
         # Committed: the upload stays aborted for everyone to see, and this caller learns why.
         raise Conflict(f"upload {upload_id}: sha256 differs from the declared one")
 
-    def abort_upload(self, upload_id: str) -> Upload:
+    def abort_upload(self, upload_id: str, *, idle_before: float | None = None) -> Upload:
         with self._tx() as c:
             upload = _load_upload(c, upload_id)
             if upload.status == "complete":
                 raise Conflict(f"upload {upload_id} is complete")
+            if idle_before is not None and (
+                upload.status != "open" or upload.updated_at >= idle_before
+            ):
+                raise Conflict(f"upload {upload_id} is {upload.status} and no longer idle")
             return self._update_upload(c, upload_id, "status = 'aborted'", ())
+
+    def stale_uploads(self, before: float, *, limit: int = MAX_PAGE) -> list[Upload]:
+        _check_limit(limit, MAX_PAGE)
+        with self._tx(write=False) as c:
+            rows = c.execute(
+                f"SELECT {UPLOADS} FROM uploads WHERE status = 'open' AND updated_at < ? "
+                "ORDER BY updated_at, upload_id LIMIT ?",
+                (float(before), limit),
+            ).fetchall()
+        return [upload_from(r) for r in rows]
 
     def _update_upload(
         self, c: sqlite3.Connection, upload_id: str, sets: str, params: Sequence[object]

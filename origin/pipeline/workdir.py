@@ -16,7 +16,8 @@ work. Temporary names carry a random token, so two workers never write the same 
 
 The publish stage removes ``{work_dir}/{video_id}/`` (temporary leftovers of killed workers
 included) once the title is READY. A FAILED title's files stay for an operator's re-run
-(``Catalog.rerun(keep_done=True)`` reuses its finished chunks).
+(``Catalog.rerun(keep_done=True)`` reuses its finished chunks; the API's re-run clears them)
+until ``serve``'s janitor removes them after ``pipeline.failed_work_expiry_s``.
 """
 
 from __future__ import annotations

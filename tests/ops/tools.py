@@ -91,12 +91,14 @@ def origin_exported_metric_names(tmp: Path) -> set[str]:
 
     from origin.catalog import SqliteCatalog
     from origin.metrics.catalog import CatalogCollector
+    from origin.metrics.janitor import JanitorMetrics
     from origin.metrics.serve import NS, ServeMetrics
     from origin.metrics.worker import WorkerMetrics
     from origin.pipeline.jobs import KINDS
 
     registry = CollectorRegistry()
     ServeMetrics(registry)
+    JanitorMetrics(registry)
     WorkerMetrics(registry, KINDS)
     ProcessCollector(namespace=NS, registry=registry)
     with SqliteCatalog.open(tmp / "catalog.db") as catalog:

@@ -71,6 +71,10 @@ def test_config_is_frozen(tmp_path: Path) -> None:
         ('[pipeline]\nmetrics_listen = "9210"\n', "pipeline.metrics_listen: expected 'host:port'"),
         ("[pipeline]\nmetrics_listen = 9210\n", "pipeline.metrics_listen: expected str"),
         ("[pipeline]\nrungs_per_job = -1\n", "pipeline.rungs_per_job: must be >= 0"),
+        ("[api]\nupload_expiry_s = 60\n", "api.upload_expiry_s: must be >= 3600"),
+        ('[api]\nupload_expiry_s = "7d"\n', "api.upload_expiry_s: expected float"),
+        ("[api]\njanitor_interval_s = 0\n", "api.janitor_interval_s: must be >= 1.0"),
+        ("[pipeline]\nfailed_work_expiry_s = -1\n", "pipeline.failed_work_expiry_s: must be >= 0"),
         ('[pipeline]\nrungs_per_job = "all"\n', "pipeline.rungs_per_job: expected int"),
         ("[pipeline]\nrungs_per_job = 1.5\n", "pipeline.rungs_per_job: expected int"),
         ("server = 1\n", "server: expected a table"),
@@ -112,6 +116,20 @@ def test_operation_keys(tmp_path: Path) -> None:
     text = '[api]\npart_idle_timeout_s = 5\n[pipeline]\nmetrics_listen = "[::1]:9211"\n'
     cfg = config.load(write(tmp_path, text))
     assert (cfg.api.part_idle_timeout_s, cfg.pipeline.metrics_listen) == (5.0, ("::1", 9211))
+
+
+def test_janitor_keys(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, ""))
+    week = 7 * 86400.0
+    assert (cfg.api.upload_expiry_s, cfg.api.janitor_interval_s) == (week, 3600.0)
+    assert cfg.pipeline.failed_work_expiry_s == week
+    text = (
+        "[api]\nupload_expiry_s = 7200\njanitor_interval_s = 60\n"
+        "[pipeline]\nfailed_work_expiry_s = 0\n"
+    )
+    cfg = config.load(write(tmp_path, text))
+    assert (cfg.api.upload_expiry_s, cfg.api.janitor_interval_s) == (7200.0, 60.0)
+    assert cfg.pipeline.failed_work_expiry_s == 0.0
 
 
 @pytest.mark.parametrize(

@@ -91,3 +91,32 @@ def test_abort_and_bad_arguments(catalog: SqliteCatalog) -> None:
         catalog.create_upload(1, title="Up", temp_path="/tmp/u", sha256="ABC")
     with pytest.raises(Invalid):
         catalog.add_upload_bytes("up-1", -1, 1)
+
+
+def test_stale_uploads_are_the_open_ones_idle_before_a_time(
+    catalog: SqliteCatalog, clock: Clock
+) -> None:
+    old = catalog.create_upload(10, title="old", temp_path="/tmp/a")
+    aborted = catalog.create_upload(10, title="aborted", temp_path="/tmp/b")
+    catalog.abort_upload(aborted.upload_id)
+    clock.advance(100)
+    fresh = catalog.create_upload(10, title="fresh", temp_path="/tmp/c")
+    assert [u.upload_id for u in catalog.stale_uploads(clock.now - 50)] == [old.upload_id]
+    assert [u.upload_id for u in catalog.stale_uploads(clock.now + 1)] == [
+        old.upload_id,
+        fresh.upload_id,
+    ]
+    assert len(catalog.stale_uploads(clock.now + 1, limit=1)) == 1
+
+
+def test_abort_if_idle_refuses_an_upload_touched_since(
+    catalog: SqliteCatalog, clock: Clock
+) -> None:
+    upload = catalog.create_upload(10, title="u", temp_path="/tmp/u")
+    clock.advance(100)
+    catalog.add_upload_bytes(upload.upload_id, 0, 5)
+    with pytest.raises(Conflict, match="no longer idle"):
+        catalog.abort_upload(upload.upload_id, idle_before=clock.now - 50)
+    assert catalog.abort_upload(upload.upload_id, idle_before=clock.now + 1).status == "aborted"
+    with pytest.raises(Conflict):  # aborted already: not an open, idle upload any more
+        catalog.abort_upload(upload.upload_id, idle_before=clock.now + 1)

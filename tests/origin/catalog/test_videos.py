@@ -295,3 +295,15 @@ def test_rerun_only_from_failed_and_restarts_the_pipeline(catalog: SqliteCatalog
     assert (again.status, again.failure_reason) == ("PENDING", None)
     [job] = catalog.list_jobs(vid)
     assert job.payload == {"again": True} and job.attempts == 0
+
+
+def test_find_videos_includes_tombstones_and_leaves_out_unknown_ids(
+    catalog: SqliteCatalog,
+) -> None:
+    live = catalog.create_video("live").video_id
+    gone = catalog.create_video("gone").video_id
+    catalog.delete_video(gone)
+    found = catalog.find_videos([live, gone, "unknown", live])
+    assert sorted(found) == sorted([live, gone])
+    assert found[gone].deleted_at is not None and found[live].deleted_at is None
+    assert catalog.find_videos([]) == {}
