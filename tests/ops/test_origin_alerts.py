@@ -329,6 +329,13 @@ CASES: list[tuple[list[dict[str, str]], list[dict[str, Any]]]] = [
             expect(40, "VodedgeOriginUploadsStalling", firing("info")),
         ],
     ),
+    (
+        [series("vodedge_origin_janitor_errors_total", "0x60 1x60 2x60 3x60")],
+        [
+            expect(50, "VodedgeOriginJanitorFailing"),
+            expect(200, "VodedgeOriginJanitorFailing", firing()),
+        ],
+    ),
 ]
 
 
