@@ -13,7 +13,8 @@ the tools in thin async functions that run one subprocess each through :func:`to
 - :mod:`.tracks`      languages and text subtitle tracks of an upload; subtitles -> WebVTT
 
 A job for one title runs: ``inspect`` -> ``measure_complexity`` -> ``plan_ladder`` ->
-``plan_chunks`` -> ``encode_chunk`` for every chunk x rung (any worker, any order) and
+``plan_chunks`` -> ``encode_chunks`` for every chunk (its rungs from one decode; any worker,
+any order) and
 ``encode_audio`` once -> ``concat_chunks`` per rung -> ``package`` -> ``fix_master_bandwidths``
 -> ``make_thumbnails``. Nothing here publishes: callers package into a staging directory and
 rename it into place.

@@ -454,29 +454,6 @@ async def check_stream(
     return parse_stream_check(out.decode(errors="replace"))
 
 
-async def encode_chunk(
-    tools: Tools,
-    src: Path,
-    plan: ChunkPlan,
-    chunk: Chunk,
-    rung: Rung,
-    out: Path,
-    *,
-    preset: str = "veryfast",
-    threads: int = 1,
-    timeout: float = ENCODE_TIMEOUT,  # noqa: ASYNC109 (see tools.run)
-) -> StreamCheck:
-    """Encode one chunk of one rung into ``out`` and check its frame count and size.
-
-    Idempotent: a retry overwrites ``out``. Write to a temporary name and rename if another
-    worker may read ``out`` meanwhile.
-    """
-    [check] = await encode_chunks(
-        tools, src, plan, chunk, [(rung, out)], preset=preset, threads=threads, timeout=timeout
-    )
-    return check
-
-
 async def encode_chunks(
     tools: Tools,
     src: Path,
@@ -492,8 +469,8 @@ async def encode_chunks(
     :func:`rungs_args`) and check every output's frame count and size; the checks in the
     order of ``outputs``. ``timeout`` defaults to :data:`ENCODE_TIMEOUT` per rung.
 
-    Raises :class:`MediaError` naming every output that fails its check. Idempotent like
-    :func:`encode_chunk`: write to temporary names and rename them only once this returns.
+    Raises :class:`MediaError` naming every output that fails its check. Idempotent: a retry
+    overwrites the outputs; write to temporary names and rename them only once this returns.
     """
     names = "+".join(rung.name for rung, _ in outputs)
     step = f"encode {names} chunk {chunk.index}"

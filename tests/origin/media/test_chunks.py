@@ -20,7 +20,6 @@ from origin.media.chunks import (
     concat_chunks,
     concat_list,
     encode_audio,
-    encode_chunk,
     encode_chunks,
     frame_count,
     gop_frames,
@@ -224,7 +223,7 @@ async def test_hevc_chunks_join_with_aligned_idr_frames(
     paths = [tmp_path / f"{c.index}.mp4" for c in plan.chunks]
     await asyncio.gather(
         *(
-            encode_chunk(tools, small_clip, plan, c, hevc, p, preset="ultrafast")
+            encode_chunks(tools, small_clip, plan, c, [(hevc, p)], preset="ultrafast")
             for c, p in zip(plan.chunks, paths, strict=True)
         )
     )
@@ -239,9 +238,9 @@ async def test_chunks_with_different_parameters_are_not_joined(
     probe = await probe_file(tools, small_clip)
     plan = plan_chunks(probe, chunk_seconds=2)
     a, b = tmp_path / "a.mp4", tmp_path / "b.mp4"
-    await encode_chunk(tools, small_clip, plan, plan.chunks[0], rung(), a, preset="ultrafast")
+    await encode_chunks(tools, small_clip, plan, plan.chunks[0], [(rung(), a)], preset="ultrafast")
     other = replace(rung(), width=256, height=144)
-    await encode_chunk(tools, small_clip, plan, plan.chunks[1], other, b, preset="ultrafast")
+    await encode_chunks(tools, small_clip, plan, plan.chunks[1], [(other, b)], preset="ultrafast")
     with pytest.raises(MediaError, match="codec parameters differ"):
         await concat_chunks(tools, [a, b], tmp_path / "joined.mp4")
 
@@ -252,8 +251,13 @@ async def test_a_chunk_past_the_end_fails_its_frame_check(
     probe = await probe_file(tools, small_clip)
     plan = plan_chunks(replace(probe, duration=8.0), chunk_seconds=4)  # the clip has 4 s
     with pytest.raises(MediaError, match="expected 100") as info:
-        await encode_chunk(
-            tools, small_clip, plan, plan.chunks[1], rung(), tmp_path / "x.mp4", preset="ultrafast"
+        await encode_chunks(
+            tools,
+            small_clip,
+            plan,
+            plan.chunks[1],
+            [(rung(), tmp_path / "x.mp4")],
+            preset="ultrafast",
         )
     assert info.value.step == "encode h264-180p chunk 1"
 
