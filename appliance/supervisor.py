@@ -138,8 +138,7 @@ class Supervisor:
         self.tasks.spawn(self.heartbeat.run())
         self.tasks.spawn(self._watch_workers())
         self.tasks.spawn(self._stats_loop())
-        if self.notifier.watchdog_interval:
-            self.tasks.spawn(self._watchdog())
+        self.tasks.spawn(ping_watchdog(self.notifier))
         await self._stop.wait()
         return await self._shutdown()
 
@@ -180,9 +179,6 @@ class Supervisor:
                     "appliance ready",
                     extra={"workers": len(self.workers), "listen": self.cfg.server.listen},
                 )
-
-    async def _watchdog(self) -> None:
-        await ping_watchdog(self.notifier)
 
     async def _sample_traffic(self) -> None:
         try:

@@ -15,9 +15,8 @@ vodedge-origin ingest FILE --title T --server URL [--token T] [--description D] 
 Errors and exit codes::
 
     ConfigError (vodedge.configfile)     -> 2, one line on stderr
-    SampleError (origin.sample)          -> 1, one line (with the tool's stderr tail)
-      ├── ToolNotFound
-      └── ToolError
+    SampleError (origin.sample)          -> 1, one line (with the tool's stderr tail;
+      └── ToolError                          missing binaries come as a SampleError too)
     CatalogError opening cfg.catalog.path -> 1
     OSError while binding a listen address -> 1
     ingest: see origin.ingest (0 READY or uploaded, 1 failed, 2 usage)

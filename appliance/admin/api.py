@@ -30,7 +30,7 @@ from appliance.config import PrefillConfig
 from appliance.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from appliance.prefill_runner import PrefillManager, UnknownJob
 from vodedge import __version__
-from vodedge.bearer import bearer_ok
+from vodedge.bearer import bearer_ok, challenge
 
 log = logging.getLogger("appliance.admin")
 
@@ -76,9 +76,7 @@ def make_admin_app(backend: AdminBackend) -> web.Application:
         if request.path not in OPEN_PATHS and not bearer_ok(
             request.headers.get("Authorization"), backend.admin_token()
         ):
-            return _error(
-                401, "missing or wrong admin token", {"WWW-Authenticate": 'Bearer realm="vodedge"'}
-            )
+            return _error(401, "missing or wrong admin token", {"WWW-Authenticate": challenge()})
         try:
             return await handler(request)
         except BadRequest as e:

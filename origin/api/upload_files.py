@@ -22,9 +22,6 @@ from pathlib import Path
 
 from origin.storage import fsync_dir
 
-HASH_CHUNK = 1 << 20
-"""Bytes read per step while hashing a whole upload."""
-
 SOURCE_NAME = "source"
 """File name of an uploaded original below ``{sources}/{video_id}/``."""
 
@@ -87,11 +84,8 @@ class PartFile:
 
 def sha256_file(path: Path) -> str:
     """Lowercase hex SHA-256 of the file's bytes."""
-    h = hashlib.sha256()
-    with path.open("rb", buffering=0) as f:
-        while chunk := f.read(HASH_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def whole_file(temp: Path, dest: Path) -> Path:

@@ -55,7 +55,7 @@ from origin.api.render import (
 from origin.api.upload_files import remove_source
 from origin.catalog import Catalog, NotFound, PublishedFile
 from origin.pipeline.start import first_jobs
-from origin.pipeline.workdir import WorkDir, remove_tree
+from origin.pipeline.workdir import remove_pipeline_files
 from origin.storage import MediaWriter
 
 log = logging.getLogger("origin.api.videos")
@@ -140,8 +140,11 @@ class VideoRoutes:
 
     async def jobs(self, request: web.Request) -> web.Response:
         video_id = _video_id(request)
-        video = await run_catalog(self._catalog.get_video, video_id)
-        jobs = await run_catalog(self._catalog.list_jobs, video_id)
+        catalog = self._catalog
+        # One hop for both reads: ingest polls this every few seconds.
+        video, jobs = await run_catalog(
+            lambda: (catalog.get_video(video_id), catalog.list_jobs(video_id))
+        )
         return json_response(progress_json(video, jobs))
 
     async def rerun(self, request: web.Request) -> web.Response:
@@ -181,9 +184,10 @@ class VideoRoutes:
 
     async def _remove_pipeline_files(self, video_id: str) -> None:
         """The video's staging directories and, when configured, its work directory."""
-        await self._storage.remove_staging(video_id)
-        if self._settings.work_dir is not None:
-            await remove_tree(WorkDir(self._settings.work_dir, video_id).root)
+        if self._settings.work_dir is None:
+            await self._storage.remove_staging(video_id)
+        else:
+            await remove_pipeline_files(self._storage, self._settings.work_dir, video_id)
 
 
 def _reasons(request: web.Request) -> bool:

@@ -191,23 +191,6 @@ def all_done(c: sqlite3.Connection, video_id: str, kind: str) -> bool:
     return bool(total) and total == done
 
 
-def pending(c: sqlite3.Connection, kinds: Sequence[str] | None) -> int:
-    """Jobs (of ``kinds``, or any) still to run or running: queued, even if not yet due, or
-    leased, of videos that can progress. What a worker started with ``--once`` waits for."""
-    kind_filter = ""
-    wanted: tuple[str, ...] = ()
-    if kinds is not None:
-        wanted = tuple(dict.fromkeys(kinds))
-        kind_filter = f"AND j.kind IN ({', '.join('?' * len(wanted))})"
-    row = c.execute(
-        "SELECT count(*) FROM jobs AS j JOIN videos AS v ON v.video_id = j.video_id "
-        "WHERE j.state IN ('queued', 'leased') AND v.status != 'FAILED' "
-        f"AND v.deleted_at IS NULL {kind_filter}",
-        wanted,
-    ).fetchone()
-    return int(row[0])
-
-
 def backlog(c: sqlite3.Connection, now: float) -> tuple[dict[tuple[str, str], int], float]:
     """Queued and leased jobs of videos that can progress, by ``(kind, state)``, and how long
     the oldest due queued job has waited (0 if none). One query per state so that each walks

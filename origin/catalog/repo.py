@@ -866,7 +866,8 @@ class SqliteCatalog:
         if kinds is not None and (isinstance(kinds, str) or not kinds):
             raise Invalid("kinds is None (any kind) or a list of at least one kind")
         with self._tx(write=False) as c:
-            return queue.pending(c, kinds)
+            counts, _oldest = queue.backlog(c, self._now())
+        return sum(n for (kind, _state), n in counts.items() if kinds is None or kind in kinds)
 
     def stats(self) -> CatalogStats:
         with self._tx(write=False) as c:

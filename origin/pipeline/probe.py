@@ -1,7 +1,8 @@
 """Stage ``probe``: is the upload a video we can publish, and what is in it.
 
 Runs :func:`origin.media.probe.inspect` (ffprobe, limits from ``[pipeline]``, a decode check
-of its first frame and its last seconds) and lists its languages and subtitle tracks. A file
+of its first frame and its last seconds) and lists its languages and subtitle tracks from the
+same ffprobe run's JSON (:func:`origin.media.tracks.parse_tracks`). A file
 that is not a usable video, or too short to hold one output frame (and with audio, one AAC
 frame) once measured, fails the job permanently with the readable reason, so the video is
 FAILED with it. The probe's facts go to the catalog (duration, displayed size) and, with the
@@ -13,8 +14,8 @@ from __future__ import annotations
 from origin.catalog import Job
 from origin.config import PipelineConfig
 from origin.media.chunks import check_length
-from origin.media.probe import ProbeLimits, inspect
-from origin.media.tracks import list_tracks
+from origin.media.probe import ProbeLimits, inspect_with_json
+from origin.media.tracks import parse_tracks
 from origin.pipeline.jobs import analyse_job, probe_to_json, tracks_to_json
 from origin.pipeline.stage import Context, Done, source_of
 
@@ -29,9 +30,10 @@ def limits(cfg: PipelineConfig) -> ProbeLimits:
 
 async def run(ctx: Context, job: Job) -> Done:
     source = await source_of(ctx, job.video_id)
-    probe = await inspect(ctx.tools, source, limits(ctx.pipeline))  # ProbeRejected: permanent
+    # ProbeRejected: permanent
+    probe, data = await inspect_with_json(ctx.tools, source, limits(ctx.pipeline))
     check_length(probe)  # TooShort (a ProbeRejected): nothing to encode
-    tracks = await list_tracks(ctx.tools, source, probe.audio_index)
+    tracks = parse_tracks(data, probe.audio_index)
     width, height = probe.display_size
     await ctx.db(
         ctx.catalog.set_probe_result,

@@ -32,7 +32,7 @@ from origin.pipeline.errors import Rejected
 from origin.pipeline.jobs import PublishPayload, notify_job
 from origin.pipeline.package import subtitle_rendition
 from origin.pipeline.stage import Context, Done
-from origin.pipeline.workdir import remove_tree
+from origin.pipeline.workdir import remove_pipeline_files
 from origin.storage import LocalStorage, StoredFile
 
 log = logging.getLogger("origin.pipeline.publish")
@@ -143,10 +143,6 @@ async def _deleted_meanwhile(ctx: Context, video_id: str) -> Done:
 
 
 async def _clean_up(ctx: Context, video_id: str) -> None:
-    """Remove the title's work directory and what killed attempts left in the staging area.
-
-    Once the title is published (or deleted) no attempt may still use a staging directory:
-    any worker that still writes there lost its lease.
-    """
-    await remove_tree(ctx.work(video_id).root)
-    await ctx.storage.remove_staging(video_id)
+    """Once the title is published (or deleted) no attempt may still use a staging directory:
+    any worker that still writes there lost its lease."""
+    await remove_pipeline_files(ctx.storage, ctx.pipeline.work_dir, video_id)

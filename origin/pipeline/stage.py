@@ -67,7 +67,12 @@ class Context:
 async def source_of(ctx: Context, video_id: str) -> Path:
     """The uploaded source of a video (relative paths are taken from the working directory,
     like every path of the config); ``Rejected`` if there is none."""
-    video = await ctx.db(ctx.catalog.get_video, video_id)
+    return await video_source(await ctx.db(ctx.catalog.get_video, video_id))
+
+
+async def video_source(video: Video) -> Path:
+    """:func:`source_of` for a video row already read (encode jobs have it from
+    :func:`advance`: one catalog read per job instead of two)."""
     if not video.source_path:
         raise Rejected("the video has no uploaded source")
     path = Path(video.source_path)

@@ -31,6 +31,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from origin.storage import MediaWriter
+
 
 def new_token() -> str:
     """A random name part for one attempt's temporary files."""
@@ -89,3 +91,10 @@ async def output(final: Path) -> AsyncIterator[Path]:
 async def remove_tree(path: Path) -> None:
     """Remove a directory and everything below it, if it exists."""
     await asyncio.to_thread(shutil.rmtree, path, ignore_errors=True)
+
+
+async def remove_pipeline_files(storage: MediaWriter, work_dir: Path, video_id: str) -> None:
+    """What the pipeline built for a video outside its published title: its work directory
+    and the staging directories of its publish attempts (after a publish, a delete, a re-run)."""
+    await remove_tree(WorkDir(work_dir, video_id).root)
+    await storage.remove_staging(video_id)

@@ -21,6 +21,7 @@ from origin.sample import (
     VIDEO_LADDER,
     SampleError,
     ToolError,
+    ToolNotFound,
     Tools,
     VideoRendition,
     expected_files,
@@ -212,6 +213,29 @@ async def test_cancelled_tool_is_killed(tools: Tools, tmp_path: Path) -> None:
         async with asyncio.timeout(0.5):
             await run_tool(endless, cwd=tmp_path)
     assert [p for p in me.children() if p.name().startswith("ffmpeg")] == []
+
+
+async def test_tool_timeout_is_a_tool_error(tools: Tools, tmp_path: Path) -> None:
+    endless = [str(tools.ffmpeg), "-nostdin", "-re", "-f", "lavfi", "-i", "nullsrc"]
+    endless += ["-f", "null", "-"]
+    with pytest.raises(ToolError) as info:
+        await run_tool(endless, cwd=tmp_path, timeout=0.5)
+    assert info.value.returncode is None
+    assert str(info.value).endswith(" timed out: after 0.5 s")
+    assert [p for p in psutil.Process().children() if p.name().startswith("ffmpeg")] == []
+
+
+async def test_missing_binaries_are_a_sample_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def missing() -> Tools:
+        return find_tools(tmp_path)  # no binaries there
+
+    monkeypatch.setattr("origin.sample.find_tools", missing)
+    with pytest.raises(SampleError, match="missing or not executable") as info:
+        await make_sample(tmp_path / "media")
+    assert isinstance(info.value.__cause__, ToolNotFound)
+    assert not (tmp_path / "media").exists()
 
 
 async def test_foreign_directory_is_not_overwritten(tmp_path: Path) -> None:

@@ -17,7 +17,9 @@ from origin.media.probe import (
     ProbeResult,
     check_integrity,
     inspect,
+    inspect_with_json,
     parse_probe,
+    probe_file,
     validate,
 )
 from origin.media.tools import Tools
@@ -205,6 +207,13 @@ async def test_a_valid_tiny_clip_passes(tools: Tools, small_clip: Path) -> None:
     assert p.duration == pytest.approx(4.0)
     assert (p.has_audio, p.audio_channels, p.audio_sample_rate) == (True, 1, 44100)
     assert p.size_bytes == await asyncio.to_thread(os.path.getsize, small_clip)
+
+
+async def test_the_probe_json_comes_from_the_same_run(tools: Tools, small_clip: Path) -> None:
+    p, data = await inspect_with_json(tools, small_clip, LIMITS)
+    assert p == await inspect(tools, small_clip, LIMITS)
+    assert parse_probe(data, p.size_bytes) == await probe_file(tools, small_clip)
+    assert [s["codec_type"] for s in data["streams"]] == ["video", "audio"]
 
 
 async def test_limits_apply_to_real_files(tools: Tools, small_clip: Path) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from origin.media.probe import probe_with_json
 from origin.media.tools import Tools
 from origin.media.tracks import (
     SubtitleTrack,
@@ -16,7 +17,6 @@ from origin.media.tracks import (
     extract_subtitle,
     label_text,
     language_tag,
-    list_tracks,
     parse_tracks,
 )
 
@@ -102,7 +102,9 @@ def tracked_clip(tools: Tools, tmp_path: Path) -> Path:
 async def test_real_tracks_are_found_and_converted(
     tools: Tools, tracked_clip: Path, tmp_path: Path
 ) -> None:
-    tracks = await list_tracks(tools, tracked_clip, audio_index=1)
+    probe, data = await probe_with_json(tools, tracked_clip)  # the probe stage's one run
+    assert probe.audio_index == 1
+    tracks = parse_tracks(data, probe.audio_index)
     assert tracks == Tracks("spa", "spa", (SubtitleTrack(2, "subrip", "eng", "eng"),))
     out = tmp_path / "eng.vtt"
     await extract_subtitle(tools, tracked_clip, tracks.subtitles[0], out)
