@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 
-from appliance.fill import FillError
+from appliance.fill import Fill, FillError
 from appliance.respond import (
     NO_CONDITIONS,
     Conditions,
@@ -361,9 +361,13 @@ class HttpProtocol(asyncio.Protocol):
                 self._simple(req, 400, f"bad Range: {e}\n".encode(), path=obj.key)
                 return
         view = self.w.store.open_view(obj.key)
-        if view is not None and self._serve_hit(req, view, cond):
+        if view is None:
+            started = self.w.start_miss(obj.key)
+        elif self._serve_hit(req, view, cond):
             return
-        self._task = self.loop.create_task(self._serve_miss(req, obj.key, cond))
+        else:
+            started = None  # a checksum failure: the miss path drops the object first
+        self._task = self.loop.create_task(self._serve_miss(req, obj.key, cond, started))
 
     def _control(self, req: Request, path: str) -> None:
         if path == "/healthz":
@@ -461,12 +465,14 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- miss ----------------------------------------------------------------------------
 
-    async def _serve_miss(self, req: Request, key: str, cond: Conditions) -> None:
+    async def _serve_miss(
+        self, req: Request, key: str, cond: Conditions, started: tuple[Fill, bool] | None
+    ) -> None:
         sent = 0
         status = 502
         outcome = "error"
         try:
-            res = await self.w.miss(key, cond)
+            res = await self.w.miss(key, cond, started)
             status, outcome = res.status, res.outcome
             if res.facts is None or res.plan is None:
                 body = f"{res.status} {res.detail or 'upstream error'}\n".encode()

@@ -179,11 +179,29 @@ class Worker:
         log.error("checksum mismatch; dropping object", extra={"key": view.key})
         self.tasks.spawn(self.cache.drop(view.disk, view.key, view.meta.object_id))
 
-    async def miss(self, key: str, cond: Conditions) -> MissResult:
+    def start_miss(self, key: str) -> tuple[Fill, bool]:
+        """Join (or start) the fill for a key the caller just found missing from the store.
+
+        Synchronous on purpose: called from the request callback, so the leader's upstream (or
+        owner) request is under way before the event loop runs the hundreds of other callbacks
+        a burst of players queues up — every loop iteration it waits costs it milliseconds.
+        """
         owner = owner_of(key, self.nworkers)
         if owner == self.index:
+            assert self.filler is not None
+            return self.filler.join(key)
+        return self.peer_fills.join(owner, key)
+
+    async def miss(
+        self, key: str, cond: Conditions, started: tuple[Fill, bool] | None = None
+    ) -> MissResult:
+        """Answer a miss; ``started``: the fill :meth:`start_miss` already joined."""
+        owner = owner_of(key, self.nworkers)
+        if owner == self.index:
+            if started is not None:
+                return await self._from_fill(*started, cond)
             return await self.local_miss(key, cond)
-        fill, joined = self.peer_fills.join(owner, key)
+        fill, joined = started or self.peer_fills.join(owner, key)
         try:
             return await self._from_fill(fill, joined, cond)
         except OwnerUnreachable as e:

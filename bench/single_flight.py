@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import resource
 import shutil
@@ -45,6 +46,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -75,6 +77,8 @@ from bench.common import (
 )
 
 MODES = ("full", "range")
+CONNECTIONS = ("new", "open")
+WARM_KEY = "/v/sf-warm/warm.m4s"
 REFS = ("varnish", "nginx")
 TARGET_MS = 20.0
 
@@ -99,6 +103,8 @@ class Settings:
     """"raw" (a minimal asyncio protocol) or "aiohttp"."""
     lead_ms: float
     """The burst's first request goes this long before the others (0: all at once)."""
+    connections: tuple[str, ...]
+    """"new": every request on a new connection; "open": on open keep-alive connections."""
     refs: tuple[str, ...]
     """Reference servers run through the same bursts (varnish, nginx)."""
     ref_workers: int
@@ -120,6 +126,8 @@ class Sample:
     status: int
     started_s: float
     """Start of this request after the start of the burst."""
+    sent_s: float
+    """Start of the request to its bytes being written (connecting, on a new connection)."""
     head_s: float
     ttfb_s: float
     """Start of the request to the first body byte."""
@@ -130,18 +138,24 @@ class Sample:
 
 
 class _Probe(asyncio.Protocol):
-    """One raw HTTP/1.1 GET that timestamps its first response byte and first body byte.
+    """Raw HTTP/1.1 GETs that timestamp their first response byte and first body byte.
 
     Much cheaper per connection than a full client, so that with hundreds of connections on
-    the cores the server uses, the figures are mostly the server's and not the client's.
+    the cores the server uses, the figures are mostly the server's and not the client's. One
+    request at a time; with ``keep_open`` the connection stays open for the next one.
     """
 
-    def __init__(self, request: bytes, t0: float, t_burst: float) -> None:
-        self.request = request
+    def __init__(self, keep_open: bool = False) -> None:
+        self.keep_open = keep_open
+        self.transport: asyncio.Transport | None = None
+        self.connected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._reset(0.0, 0.0)
+
+    def _reset(self, t0: float, t_burst: float) -> None:
         self.t0 = t0
         self.t_burst = t_burst
+        self.sent_t = 0.0
         self.done: asyncio.Future[Sample] = asyncio.get_running_loop().create_future()
-        self.transport: asyncio.Transport | None = None
         self.head = b""
         self.head_t = 0.0
         self.ttfb_t = 0.0
@@ -149,11 +163,26 @@ class _Probe(asyncio.Protocol):
         self.length = -1
         self.cache_status = ""
         self.received = 0
+        self.pending: bytes | None = None
+
+    def request(self, request: bytes, t0: float, t_burst: float) -> asyncio.Future[Sample]:
+        """Send ``request`` (now, or once connected); ``t0``: when this request started."""
+        self._reset(t0, t_burst)
+        if self.transport is None:
+            self.pending = request
+        else:
+            self.sent_t = time.perf_counter()
+            self.transport.write(request)
+        return self.done
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
-        self.transport.write(self.request)
+        self.connected.set_result(None)
+        if self.pending is not None:
+            self.sent_t = time.perf_counter()
+            self.transport.write(self.pending)
+            self.pending = None
 
     def data_received(self, data: bytes) -> None:
         now = time.perf_counter()
@@ -188,6 +217,10 @@ class _Probe(asyncio.Protocol):
                 self.cache_status = value.strip()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if not self.connected.done():
+            self.connected.set_exception(exc or ConnectionResetError("closed"))
+            self.connected.exception()
         short = f"closed after {self.received} of {self.length} body bytes"
         self._finish(f"{type(exc).__name__}: {exc}" if exc else short)
 
@@ -195,12 +228,13 @@ class _Probe(asyncio.Protocol):
         if self.done.done():
             return
         now = time.perf_counter()
-        if self.transport is not None:
+        if self.transport is not None and (error or not self.keep_open):
             self.transport.close()
         self.done.set_result(
             Sample(
                 self.status,
                 self.t0 - self.t_burst,
+                (self.sent_t or now) - self.t0,
                 (self.head_t or now) - self.t0,
                 (self.ttfb_t or now) - self.t0,
                 now - self.t0,
@@ -210,25 +244,80 @@ class _Probe(asyncio.Protocol):
             )
         )
 
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+def _request_bytes(url: str, headers: dict[str, str], keep_open: bool) -> bytes:
+    u = urllib.parse.urlsplit(url)
+    lines = [f"GET {u.path} HTTP/1.1", f"Host: {u.hostname}:{u.port}"]
+    if not keep_open:
+        lines.append("Connection: close")
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _failed(t0: float, t_burst: float, e: BaseException) -> Sample:
+    dt = time.perf_counter() - t0
+    return Sample(0, t0 - t_burst, dt, dt, dt, dt, 0, "", f"{type(e).__name__}: {e}")
+
 
 async def fetch_raw(url: str, headers: dict[str, str], t_burst: float) -> Sample:
+    """One request on a new connection, timed from before connecting."""
     u = urllib.parse.urlsplit(url)
-    host, port = u.hostname or "127.0.0.1", u.port or 80
-    lines = [f"GET {u.path} HTTP/1.1", f"Host: {host}:{port}", "Connection: close"]
-    lines += [f"{k}: {v}" for k, v in headers.items()]
-    request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    request = _request_bytes(url, headers, keep_open=False)
     t0 = time.perf_counter()
-    probe = _Probe(request, t0, t_burst)
+    probe = _Probe()
+    done = probe.request(request, t0, t_burst)
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(120):
-            await loop.create_connection(lambda: probe, host, port)
-            return await probe.done
+            await loop.create_connection(lambda: probe, u.hostname or "127.0.0.1", u.port or 80)
+            return await done
     except (OSError, TimeoutError) as e:
-        dt = time.perf_counter() - t0
-        if probe.transport is not None:
-            probe.transport.abort()
-        return Sample(0, t0 - t_burst, dt, dt, dt, 0, "", f"{type(e).__name__}: {e}")
+        probe.close()
+        return _failed(t0, t_burst, e)
+
+
+async def open_connections(url: str, n: int, warm_url: str) -> list[_Probe]:
+    """``n`` keep-alive connections, each having fetched ``warm_url`` (a stored object), so
+    the server has accepted them and they are idle, as players between two segments."""
+    u = urllib.parse.urlsplit(url)
+    loop = asyncio.get_running_loop()
+    warm = _request_bytes(warm_url, {}, keep_open=True)
+
+    async def one() -> _Probe:
+        probe = _Probe(keep_open=True)
+        await loop.create_connection(lambda: probe, u.hostname or "127.0.0.1", u.port or 80)
+        t = time.perf_counter()
+        got = await probe.request(warm, t, t)
+        if got.error or got.status != 200:
+            probe.close()
+            raise BenchError(f"warm-up request on a new connection failed: {got}")
+        return probe
+
+    async with asyncio.timeout(60):
+        return list(await asyncio.gather(*(one() for _ in range(n))))
+
+
+async def burst_open(
+    probes: list[_Probe], url: str, headers: dict[str, str], lead: float = 0.0
+) -> list[Sample]:
+    """One request on each open connection, written in one pass (the first ``lead`` seconds
+    early); each is timed from the moment it is written."""
+    request = _request_bytes(url, headers, keep_open=True)
+    t = time.perf_counter()
+    dones = [probes[0].request(request, t, t)]
+    if lead:
+        await asyncio.sleep(lead)
+    for p in probes[1:]:
+        dones.append(p.request(request, time.perf_counter(), t))
+    try:
+        async with asyncio.timeout(120):
+            return list(await asyncio.gather(*dones))
+    except TimeoutError as e:
+        return [d.result() if d.done() else _failed(t, t, e) for d in dones]
 
 
 async def fetch_aiohttp(
@@ -246,6 +335,7 @@ async def fetch_aiohttp(
             return Sample(
                 r.status,
                 t0 - t_burst,
+                0.0,
                 head,
                 ttfb,
                 time.perf_counter() - t0,
@@ -253,8 +343,7 @@ async def fetch_aiohttp(
                 r.headers.get("Cache-Status", ""),
             )
     except (aiohttp.ClientError, OSError, TimeoutError) as e:
-        dt = time.perf_counter() - t0
-        return Sample(0, t0 - t_burst, dt, dt, dt, 0, "", f"{type(e).__name__}: {e}")
+        return _failed(t0, t_burst, e)
 
 
 async def burst(
@@ -297,6 +386,7 @@ class KeyResult:
     server: str
     workers: int
     mode: str
+    connections: str
     key: str
     upstream_fetches: int
     origin_ttfb_ms: list[float]
@@ -305,6 +395,8 @@ class KeyResult:
     ttfb_max_ms: float
     launch_spread_ms: float
     """When the last of the burst's requests started, after the first."""
+    connect_p50_ms: float
+    """Median time from a request's start to its bytes being written (0 on open connections)."""
     leader_head_ms: float
     """Response head of the burst's first request (the one that starts the fill), from its start."""
     hot_ttfb_p50_ms: float
@@ -337,9 +429,30 @@ class Case:
     url: str
 
 
-def run_key(s: Settings, case: Case, origin: str, mode: str, n: int, root: Path) -> KeyResult:
+async def bursts(
+    s: Settings, url: str, headers: dict[str, str], conns: str, between: Callable[[], int]
+) -> tuple[list[Sample], int, list[Sample]]:
+    """The cold burst, ``between()`` (the origin's count), and the same burst hot."""
+    if conns == "new":
+        cold = await burst(url, s.concurrency, headers, s.client, s.lead_ms / 1000)
+        count = between()
+        return cold, count, await burst(url, s.concurrency, headers, s.client)
+    base = url.split("/v/", 1)[0]
+    probes = await open_connections(url, s.concurrency, base + WARM_KEY)
+    try:
+        cold = await burst_open(probes, url, headers, s.lead_ms / 1000)
+        count = between()
+        return cold, count, await burst_open(probes, url, headers)
+    finally:
+        for p in probes:
+            p.close()
+
+
+def run_key(
+    s: Settings, case: Case, origin: str, mode: str, conns: str, n: int, root: Path
+) -> KeyResult:
     stamp = f"{os.getpid()}-{time.monotonic_ns()}"
-    name = f"{case.server}-w{case.workers}-{mode}"
+    name = f"{case.server}-w{case.workers}-{mode}-{conns}"
     key = f"/v/sf-{stamp}/{name}/seg-{n:05d}.m4s"
     twin = f"/v/sf-{stamp}/direct-{name}/seg-{n:05d}.m4s"
     body = os.urandom(s.size)
@@ -350,9 +463,9 @@ def run_key(s: Settings, case: Case, origin: str, mode: str, n: int, root: Path)
     headers = s.headers(mode)
     status, length = s.expected(mode)
     direct_samples = uvloop.run(direct(origin + twin, s.direct, headers, s.client))
-    samples = uvloop.run(burst(case.url + key, s.concurrency, headers, s.client, s.lead_ms / 1000))
-    fetches = origin_count(origin, key)
-    hot = uvloop.run(burst(case.url + key, s.concurrency, headers, s.client))
+    samples, fetches, hot = uvloop.run(
+        bursts(s, case.url + key, headers, conns, lambda: origin_count(origin, key))
+    )
     hot_ttfb = [x.ttfb_s * 1000 for x in hot if x.status == status and x.nbytes == length]
     # The test upstream ignores Range (answers 200 with the whole body): its TTFB still counts.
     if any(x.status not in (200, 206) or not x.nbytes for x in direct_samples):
@@ -368,6 +481,7 @@ def run_key(s: Settings, case: Case, origin: str, mode: str, n: int, root: Path)
         server=case.server,
         workers=case.workers,
         mode=mode,
+        connections=conns,
         key=key,
         upstream_fetches=fetches,
         origin_ttfb_ms=[x.ttfb_s * 1000 for x in direct_samples],
@@ -375,6 +489,7 @@ def run_key(s: Settings, case: Case, origin: str, mode: str, n: int, root: Path)
         ttfb_p99_ms=percentile(ttfb, 99),
         ttfb_max_ms=max(ttfb, default=float("nan")),
         launch_spread_ms=max(x.started_s for x in samples) * 1000,
+        connect_p50_ms=median([x.sent_s * 1000 for x in samples]),
         leader_head_ms=samples[0].head_s * 1000,
         hot_ttfb_p50_ms=percentile(hot_ttfb, 50),
         hot_ttfb_p99_ms=percentile(hot_ttfb, 99),
@@ -387,9 +502,10 @@ def run_key(s: Settings, case: Case, origin: str, mode: str, n: int, root: Path)
 
 def summarize(results: list[KeyResult]) -> list[dict[str, Any]]:
     rows = []
-    cases = list(dict.fromkeys((r.server, r.workers, r.mode) for r in results))
-    for server, workers, mode in cases:
-        mine = [r for r in results if (r.server, r.workers, r.mode) == (server, workers, mode)]
+    cases = list(dict.fromkeys((r.server, r.workers, r.mode, r.connections) for r in results))
+    for case in cases:
+        mine = [r for r in results if (r.server, r.workers, r.mode, r.connections) == case]
+        server, workers, mode, conns = case
         origin = median([t for r in mine for t in r.origin_ttfb_ms])
         ttfb = [t for r in mine for t in r.ttfb_ms]
         p50, p99 = percentile(ttfb, 50), percentile(ttfb, 99)
@@ -398,6 +514,7 @@ def summarize(results: list[KeyResult]) -> list[dict[str, Any]]:
                 "server": server,
                 "workers": workers,
                 "mode": mode,
+                "connections": conns,
                 "keys": len(mine),
                 "upstream_fetches": [r.upstream_fetches for r in mine],
                 "origin_ttfb_p50_ms": origin,
@@ -406,6 +523,7 @@ def summarize(results: list[KeyResult]) -> list[dict[str, Any]]:
                 "delta_p50_ms": p50 - origin,
                 "delta_p99_ms": p99 - origin,
                 "launch_spread_ms": max(r.launch_spread_ms for r in mine),
+                "connect_p50_ms": median([r.connect_p50_ms for r in mine]),
                 "leader_head_ms": median([r.leader_head_ms for r in mine]),
                 "hot_ttfb_p50_ms": median([r.hot_ttfb_p50_ms for r in mine]),
                 "hot_ttfb_p99_ms": median([r.hot_ttfb_p99_ms for r in mine]),
@@ -425,6 +543,7 @@ def format_summary(rows: list[dict[str, Any]]) -> str:
             "server",
             "workers",
             "request",
+            "conns",
             "upstream fetches/key",
             "origin TTFB ms",
             "waiters p50 ms",
@@ -435,6 +554,7 @@ def format_summary(rows: list[dict[str, Any]]) -> str:
             "hot p50 ms",
             "hot p99 ms",
             "launch spread ms",
+            "connect ms",
             "bad",
             "outcomes",
         ],
@@ -443,6 +563,7 @@ def format_summary(rows: list[dict[str, Any]]) -> str:
                 r["server"],
                 r["workers"],
                 r["mode"],
+                r["connections"],
                 " ".join(map(str, r["upstream_fetches"])),
                 f"{r['origin_ttfb_p50_ms']:.1f}",
                 f"{r['ttfb_p50_ms']:.1f}",
@@ -453,6 +574,7 @@ def format_summary(rows: list[dict[str, Any]]) -> str:
                 f"{r['hot_ttfb_p50_ms']:.1f}",
                 f"{r['hot_ttfb_p99_ms']:.1f}",
                 f"{r['launch_spread_ms']:.0f}",
+                f"{r['connect_p50_ms']:.1f}",
                 r["bad"],
                 " ".join(f"{k} {v}" for k, v in r["outcomes"].items()),
             ]
@@ -471,7 +593,8 @@ def verdict(rows: list[dict[str, Any]]) -> list[str]:
         fast50 = r["delta_p50_ms"] <= TARGET_MS
         fast99 = r["delta_p99_ms"] <= TARGET_MS
         lines.append(
-            f"target workers={r['workers']} {r['mode']}: one upstream fetch per key: "
+            f"target workers={r['workers']} {r['mode']} {r['connections']} conns: "
+            "one upstream fetch per key: "
             f"{'met' if one else 'NOT met'}; p50 <= origin + {TARGET_MS:.0f} ms: "
             f"{'met' if fast50 else 'NOT met'}; p99 <= origin + {TARGET_MS:.0f} ms: "
             f"{'met' if fast99 else 'NOT met'}"
@@ -514,20 +637,27 @@ def run(s: Settings, keep: bool) -> dict[str, Any]:
         with ServerGroup() as group:
             _, origin = start_origin(group, root, work)
             origin_port = int(origin.rsplit(":", 1)[1])
+            (root / WARM_KEY.lstrip("/")).parent.mkdir(parents=True)
+            (root / WARM_KEY.lstrip("/")).write_bytes(os.urandom(1024))
             origin_fault(origin, "*", "delay", s.delay_ms)
             for server, workers in plan:
                 srv, case = start_case(group, s, work, origin_port, server, workers)
-                for mode in s.modes:
-                    for n in range(1, s.keys + 1):
-                        r = run_key(s, case, origin, mode, n, root)
-                        results.append(r)
-                        print(
-                            f"  {server} w{workers} {mode:<5} key {n}: {r.upstream_fetches} "
-                            f"upstream fetch(es), origin TTFB {median(r.origin_ttfb_ms):.1f} ms, "
-                            f"waiters p50 {r.ttfb_p50_ms:.1f} p99 {r.ttfb_p99_ms:.1f} ms, "
-                            f"{r.bad} bad" + (f" ({'; '.join(r.errors)})" if r.bad else ""),
-                            flush=True,
-                        )
+                warm = uvloop.run(burst(case.url + WARM_KEY, 1, {}, "raw"))[0]
+                if warm.status != 200:
+                    raise BenchError(f"{server}: warm-up object: {warm}")
+                for mode, conns, n in itertools.product(
+                    s.modes, s.connections, range(1, s.keys + 1)
+                ):
+                    r = run_key(s, case, origin, mode, conns, n, root)
+                    results.append(r)
+                    print(
+                        f"  {server} w{workers} {mode:<5} {conns:<4} key {n}: "
+                        f"{r.upstream_fetches} "
+                        f"upstream fetch(es), origin TTFB {median(r.origin_ttfb_ms):.1f} ms, "
+                        f"waiters p50 {r.ttfb_p50_ms:.1f} p99 {r.ttfb_p99_ms:.1f} ms, "
+                        f"{r.bad} bad" + (f" ({'; '.join(r.errors)})" if r.bad else ""),
+                        flush=True,
+                    )
                 srv.stop()
     finally:
         if keep:
@@ -552,6 +682,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=2 * 2**20, help="object bytes (default 2 MiB)")
     ap.add_argument("--workers", default="2,4", help="appliance worker counts (default 2,4)")
     ap.add_argument("--modes", default=",".join(MODES), help=f"subset of {','.join(MODES)}")
+    ap.add_argument(
+        "--connections",
+        default=",".join(CONNECTIONS),
+        help="new: each request on a new connection; open: on open keep-alive connections, "
+        "as players between two segments (default both)",
+    )
     ap.add_argument(
         "--refs",
         default=",".join(REFS),
@@ -579,6 +715,9 @@ def main(argv: list[str] | None = None) -> int:
     modes = tuple(m for m in args.modes.split(",") if m)
     if not set(modes) <= set(MODES):
         ap.error(f"--modes: subset of {','.join(MODES)}")
+    conns = tuple(c for c in args.connections.split(",") if c)
+    if not conns or not set(conns) <= set(CONNECTIONS):
+        ap.error(f"--connections: subset of {','.join(CONNECTIONS)}")
     refs = tuple(r for r in args.refs.split(",") if r)
     if not set(refs) <= set(REFS):
         ap.error(f"--refs: subset of {','.join(REFS)}")
@@ -595,6 +734,7 @@ def main(argv: list[str] | None = None) -> int:
         cpus=bench_cpus(args.cpus),
         client=args.client,
         lead_ms=args.lead_ms,
+        connections=conns,
         refs=refs,
         ref_workers=args.ref_workers,
     )
