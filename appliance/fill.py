@@ -25,6 +25,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import aiohttp
 import xxhash
@@ -85,6 +86,11 @@ class PrefillTag:
 StoreCallback = Callable[[CompletedBody], Awaitable[None]]
 
 
+class FillListener(Protocol):
+    def fill_changed(self, fill: Fill) -> None:
+        """The head arrived, bytes arrived, or the fill ended; called synchronously."""
+
+
 class Fill:
     """One object being fetched; any number of waiters read it while it arrives."""
 
@@ -106,10 +112,30 @@ class Fill:
         self.store = True
         """False once purged while in flight: waiters are served, nothing is committed."""
         self._changed = asyncio.Event()
+        self._listeners: dict[FillListener, None] = {}  # ordered, O(1) removal
+        self.heads: dict[tuple[object, ...], bytes] = {}
+        """Response heads rendered for this fill's waiters (appliance.missstream)."""
+
+    def listen(self, listener: FillListener) -> None:
+        """Call ``listener.fill_changed`` on every change (a push alternative to :meth:`body`)."""
+        self._listeners[listener] = None
+
+    def unlisten(self, listener: FillListener) -> None:
+        self._listeners.pop(listener, None)
 
     def _notify(self) -> None:
         ev, self._changed = self._changed, asyncio.Event()
         ev.set()
+        for listener in tuple(self._listeners):
+            try:
+                listener.fill_changed(self)
+            except Exception:  # one broken client must not break the fill for the others
+                log.exception("fill listener failed", extra={"key": self.key})
+                self.unlisten(listener)
+
+    def set_head(self, facts: ObjectFacts) -> None:
+        self.head.set_result(facts)
+        self._notify()
 
     def append(self, data: bytes) -> None:
         self.pieces.append(data)
@@ -351,7 +377,7 @@ class Filler:
         early = length is not None and etag is not None
         if early:
             assert length is not None and etag is not None
-            fill.head.set_result(facts_for(length, etag))
+            fill.set_head(facts_for(length, etag))
         try:
             async for data in resp.content.iter_any():
                 fill.append(data)
@@ -381,7 +407,7 @@ class Filler:
         body = b"".join(fill.pieces)
         if not early:
             tag = etag or f'"{xxhash.xxh3_128_hexdigest(body)}"'
-            fill.head.set_result(facts_for(len(body), tag))
+            fill.set_head(facts_for(len(body), tag))
         m.UPSTREAM_REQUESTS.labels(base, "ok").inc()
         m.UPSTREAM_SECONDS.labels("ok").observe(time.monotonic() - t0)
         fill.finish()

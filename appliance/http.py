@@ -11,8 +11,9 @@ released in :meth:`HttpProtocol.resume_writing` (the socket buffer is empty agai
 connection is lost. A client that accepts nothing for ``send_timeout`` is disconnected, which
 bounds how long a slow reader can pin pages.
 
-Requests on one connection are answered in order (pipelining); a miss is answered by a task that
-streams the fill; further requests wait in a small queue (reading pauses when it is full).
+Requests on one connection are answered in order (pipelining); a miss is answered by a
+:class:`~appliance.missstream.MissStream` the fill pushes bytes to; further requests wait in a
+small queue (reading pauses when it is full).
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ import gzip
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import httptools
 
-from appliance.fill import Fill, FillError
+from appliance.missstream import MissStream, gzip_etag
 from appliance.respond import (
     NO_CONDITIONS,
     Conditions,
@@ -105,10 +106,10 @@ class HttpProtocol(asyncio.Protocol):
         self._head_size = 0
         self._body_size = 0
         self._queue: deque[Request] = deque()
-        self._task: asyncio.Task[None] | None = None
+        self.stream: MissStream | None = None
+        """The miss being answered; requests behind it wait in ``_queue``."""
         self._pinned: list[ObjectView] = []
-        self._write_paused = False
-        self._drain: asyncio.Future[None] | None = None
+        self.write_paused = False
         self._idle: asyncio.TimerHandle | None = None
         self._send_timer: asyncio.TimerHandle | None = None
         self._closing = False
@@ -134,16 +135,14 @@ class HttpProtocol(asyncio.Protocol):
         for h in (self._idle, self._send_timer):
             if h is not None:
                 h.cancel()
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_exception(ConnectionResetError("client went away"))
-            self._drain.exception()
-        if self._task is not None:
-            self._task.cancel()
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
         self.transport = None
 
     @property
     def busy(self) -> bool:
-        return self._task is not None or bool(self._pinned) or bool(self._queue)
+        return self.stream is not None or bool(self._pinned) or bool(self._queue)
 
     def close(self) -> None:
         if self.transport is not None:
@@ -151,20 +150,20 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.close()
 
     def pause_writing(self) -> None:
-        self._write_paused = True
+        self.write_paused = True
         if self._send_timer is None:
             self._send_timer = self.loop.call_later(
                 self.w.cfg.server.send_timeout, self._send_timeout
             )
 
     def resume_writing(self) -> None:
-        self._write_paused = False
+        self.write_paused = False
         if self._send_timer is not None:
             self._send_timer.cancel()
             self._send_timer = None
         self._release_pinned()
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
+        if self.stream is not None:
+            self.stream.pump()
 
     def _send_timeout(self) -> None:
         self._send_timer = None
@@ -184,7 +183,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def _idle_timeout(self) -> None:
         self._idle = None
-        if self._task is None and not self._queue and self.transport is not None:
+        if self.stream is None and not self._queue and self.transport is not None:
             self.w.timeout("client_idle")
             self._closing = True
             self.transport.close()
@@ -215,7 +214,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.transport is None or self._closing:
             return
         self._closing = True
-        if self._task is None:
+        if self.stream is None:
             self.transport.write(simple_bytes(status, msg.encode() + b"\n", keep_alive=False))
             self.w.counters.request("error", status, 0)
         self.transport.close()
@@ -253,7 +252,7 @@ class HttpProtocol(asyncio.Protocol):
             self._headers,
             self.parser.should_keep_alive(),
         )
-        if self._task is not None or self._queue:
+        if self.stream is not None or self._queue:
             self._queue.append(req)
             if len(self._queue) >= _MAX_QUEUE and self.transport is not None:
                 self.transport.pause_reading()
@@ -264,15 +263,15 @@ class HttpProtocol(asyncio.Protocol):
     # -- dispatch ------------------------------------------------------------------------
 
     def _next(self) -> None:
-        while self._queue and self._task is None and not self._closing:
+        while self._queue and self.stream is None and not self._closing:
             self._handle(self._queue.popleft())
         if self._reading_paused and len(self._queue) < _MAX_QUEUE and self.transport is not None:
             self.transport.resume_reading()
             self._reading_paused = False
-        if self._task is None and not self._queue and not self._closing:
+        if self.stream is None and not self._queue and not self._closing:
             self._arm_idle()
 
-    def _write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> None:
         assert self.transport is not None
         self.transport.write(data)
 
@@ -294,7 +293,7 @@ class HttpProtocol(asyncio.Protocol):
         extra: str = "",
         path: str = "-",
     ) -> None:
-        self._write(
+        self.write(
             simple_bytes(
                 status,
                 body,
@@ -317,7 +316,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         if method != b"GET" and method != b"HEAD":
             if method == b"OPTIONS":
-                self._write(preflight_bytes(self.w.cfg.server.cors_allow_origin, req.keep_alive))
+                self.write(preflight_bytes(self.w.cfg.server.cors_allow_origin, req.keep_alive))
                 self._finish(req, 204, "preflight", 0, path)
             else:
                 self._simple(req, 405, b"method not allowed\n", extra=_ALLOW, path=path)
@@ -361,13 +360,14 @@ class HttpProtocol(asyncio.Protocol):
                 self._simple(req, 400, f"bad Range: {e}\n".encode(), path=obj.key)
                 return
         view = self.w.store.open_view(obj.key)
-        if view is None:
-            started = self.w.start_miss(obj.key)
-        elif self._serve_hit(req, view, cond):
+        if view is not None and self._serve_hit(req, view, cond):
             return
-        else:
-            started = None  # a checksum failure: the miss path drops the object first
-        self._task = self.loop.create_task(self._serve_miss(req, obj.key, cond, started))
+        # A miss (or a checksum failure, whose drop is under way: the refill's commit comes
+        # long after it). Joined here, not in a task: the leader's upstream request leaves
+        # before the loop runs the other callbacks a burst of players queued up.
+        fill, joined = self.w.start_miss(obj.key)
+        self.stream = MissStream(self, req, obj.key, cond, fill, joined)
+        self.stream.start()
 
     def _control(self, req: Request, path: str) -> None:
         if path == "/healthz":
@@ -382,7 +382,7 @@ class HttpProtocol(asyncio.Protocol):
     # -- hit -----------------------------------------------------------------------------
 
     @staticmethod
-    def _wants_gzip(req: Request, key: str, p: Plan, cond: Conditions) -> bool:
+    def wants_gzip(req: Request, key: str, p: Plan, cond: Conditions) -> bool:
         return p.status == 200 and cond.range is None and is_playlist(key) and _accepts_gzip(req)
 
     def _serve_hit(self, req: Request, view: ObjectView, cond: Conditions) -> bool:
@@ -446,7 +446,7 @@ class HttpProtocol(asyncio.Protocol):
                 chunks[-1] = got[-1][:end_excl]
         encoding = etag = None
         body_length = None
-        if self._wants_gzip(req, view.key, p, cond):
+        if self.wants_gzip(req, view.key, p, cond):
             gz = self.w.gzip_cache.get(view.key, meta.etag, chunks)
             chunks = [memoryview(gz)]
             encoding, etag, body_length = "gzip", gzip_etag(meta.etag), len(gz)
@@ -463,105 +463,30 @@ class HttpProtocol(asyncio.Protocol):
         )
         return p.status, head, chunks
 
-    # -- miss ----------------------------------------------------------------------------
+    # -- miss (driven by the MissStream) -----------------------------------------------------
 
-    async def _serve_miss(
-        self, req: Request, key: str, cond: Conditions, started: tuple[Fill, bool] | None
-    ) -> None:
-        sent = 0
-        status = 502
-        outcome = "error"
-        try:
-            res = await self.w.miss(key, cond, started)
-            status, outcome = res.status, res.outcome
-            if res.facts is None or res.plan is None:
-                body = f"{res.status} {res.detail or 'upstream error'}\n".encode()
-                self._simple(req, res.status, body, "error", path=key)
-                return
-            p = res.plan
-            status = p.status
-            cors = self.w.cfg.server.cors_allow_origin
-            if res.body is not None and self._wants_gzip(req, key, p, cond):
-                whole = [memoryview(bytes(piece)) async for piece in res.body]
-                gz = self.w.gzip_cache.get(key, res.facts.etag, whole)
-                self._write(
-                    head_bytes(
-                        res.facts,
-                        p,
-                        res.cache_status,
-                        cors,
-                        req.keep_alive,
-                        None,
-                        "gzip",
-                        gzip_etag(res.facts.etag),
-                        len(gz),
-                    )
-                )
-                if req.method != b"HEAD":
-                    self._write(gz)
-                    sent = len(gz)
-                self._finish(req, status, outcome, sent, key)
-                return
-            self._write(head_bytes(res.facts, p, res.cache_status, cors, req.keep_alive))
-            if req.method != b"HEAD" and res.body is not None:
-                first = True
-                async for piece in res.body:
-                    if self.transport is None:
-                        break
-                    self.transport.write(piece)
-                    sent += len(piece)
-                    if self._write_paused:
-                        await self._wait_drain()
-                    elif first:
-                        # Let the other waiters of a collapsed fill send their heads and
-                        # first bytes before this one pushes the rest of its body.
-                        first = False
-                        await asyncio.sleep(0)
-            elif res.body is not None:
-                await _aclose(res.body)
-            self._finish(req, status, outcome, sent, key)
-        except asyncio.CancelledError:
-            raise
-        except FillError as e:
-            # Headers may already be out: abort so the client sees a broken body, never bad bytes.
-            log.warning("miss failed mid-body", extra={"key": key, "error": str(e)})
-            self.w.counters.request("error", status, sent)
-            self._closing = True
-            if self.transport is not None:
-                self.transport.abort()
-        except ConnectionError:
-            self._closing = True
-        except Exception:
-            log.exception("miss handling failed", extra={"key": key})
-            self.w.counters.request("error", 500, sent)
-            self._closing = True
-            if self.transport is not None:
-                self.transport.abort()
-        finally:
-            self._task = None
-            if not self._closing:
-                self.loop.call_soon(self._next)
+    def miss_done(self, stream: MissStream) -> None:
+        self._end_stream(stream)
+        self._finish(stream.req, stream.status, stream.outcome, stream.sent, stream.key)
 
-    async def _wait_drain(self) -> None:
-        if not self._write_paused:
-            return
-        self._drain = self.loop.create_future()
-        try:
-            await self._drain
-        finally:
-            self._drain = None
+    def miss_failed(self, stream: MissStream, status: int, body: bytes) -> None:
+        """Nothing was sent yet: a plain error answer."""
+        self._end_stream(stream)
+        self._simple(stream.req, status, body, "error", path=stream.key)
+
+    def miss_aborted(self, stream: MissStream) -> None:
+        """The fill broke after the head went out: the client must see a broken body."""
+        self._end_stream(stream)
+        self.w.counters.request("error", stream.status, stream.sent)
+        self._closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _end_stream(self, stream: MissStream) -> None:
+        if self.stream is stream:
+            self.stream = None
+            self.loop.call_soon(self._next)
 
 
 def _accepts_gzip(req: Request) -> bool:
     return "gzip" in req.headers.get("accept-encoding", "")
-
-
-def gzip_etag(etag: str) -> str:
-    """The gzip'd representation's ETag: distinct from the identity one, still strong."""
-    return etag[:-1] + '-gz"'
-
-
-async def _aclose(it: Any) -> None:
-    aclose = getattr(it, "aclose", None)
-    if aclose is not None:
-        await aclose()

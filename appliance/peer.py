@@ -39,15 +39,16 @@ class MissResult:
     body: AsyncIterator[bytes | memoryview] | None = None
     detail: str = ""
 
-    @property
-    def cache_status(self) -> str:
-        if self.outcome == "collapsed":
-            return "vodedge; fwd=miss; collapsed"
-        if self.outcome == "miss":
-            return "vodedge; fwd=miss; stored"
-        if self.outcome == "hit":
-            return "vodedge; hit"
-        return f'vodedge; fwd=miss; detail="{self.status}"'
+
+def cache_status(outcome: str, status: int) -> str:
+    """The Cache-Status value (RFC 9211) of a miss answered with ``outcome``."""
+    if outcome == "collapsed":
+        return "vodedge; fwd=miss; collapsed"
+    if outcome == "miss":
+        return "vodedge; fwd=miss; stored"
+    if outcome == "hit":
+        return "vodedge; hit"
+    return f'vodedge; fwd=miss; detail="{status}"'
 
 
 def socket_path(run_dir: Path, index: int) -> Path:
@@ -196,7 +197,7 @@ class PeerFills:
                 fill.finish(error_for_status(res.status, res.detail))
                 return
             fill.outcome = res.outcome
-            fill.head.set_result(res.facts)
+            fill.set_head(res.facts)
             async for piece in res.body:
                 fill.append(bytes(piece))
             fill.finish()

@@ -192,25 +192,12 @@ class Worker:
             return self.filler.join(key)
         return self.peer_fills.join(owner, key)
 
-    async def miss(
-        self, key: str, cond: Conditions, started: tuple[Fill, bool] | None = None
-    ) -> MissResult:
-        """Answer a miss; ``started``: the fill :meth:`start_miss` already joined."""
-        owner = owner_of(key, self.nworkers)
-        if owner == self.index:
-            if started is not None:
-                return await self._from_fill(*started, cond)
-            return await self.local_miss(key, cond)
-        fill, joined = started or self.peer_fills.join(owner, key)
-        try:
-            return await self._from_fill(fill, joined, cond)
-        except OwnerUnreachable as e:
-            # The owner is restarting: fill here rather than fail the player.
-            log.warning(
-                "owner unreachable; filling locally", extra={"owner": owner, "error": str(e)}
-            )
-            m.UPSTREAM_REQUESTS.labels("peer", "owner_unreachable").inc()
-            return await self.local_miss(key, cond)
+    def fill_locally(self, key: str, why: OwnerUnreachable) -> tuple[Fill, bool]:
+        """The owner of ``key`` cannot be reached (it is restarting): fill here instead."""
+        log.warning("owner unreachable; filling locally", extra={"key": key, "error": str(why)})
+        m.UPSTREAM_REQUESTS.labels("peer", "owner_unreachable").inc()
+        assert self.filler is not None
+        return self.filler.join(key)
 
     async def local_miss(self, key: str, cond: Conditions) -> MissResult:
         assert self.filler is not None
@@ -229,8 +216,6 @@ class Worker:
     async def _from_fill(fill: Fill, joined: bool, cond: Conditions) -> MissResult:
         try:
             facts = await fill.wait_head()
-        except OwnerUnreachable:
-            raise
         except FillError as e:
             return MissResult(e.status, "error", detail=str(e))
         p = plan(facts, cond)

@@ -44,6 +44,23 @@ def test_truncated_body_is_not_stored_and_next_request_refetches(
     assert upstream.count(key) == 2
 
 
+def test_fill_failing_before_any_body_byte_gives_a_plain_502(
+    app: Appliance, upstream: Upstream
+) -> None:
+    # The head was known (length and ETag) but no byte came: the client's head had not gone
+    # out yet, so it gets an answer it can read and retry, not a broken body.
+    key = "/v/faults/r/seg-00009.m4s"
+    body = os.urandom(2**20)
+    upstream.put(key, body)
+    upstream.fault(key, "headonly", once=True)
+    r = get(app, key)
+    assert r.status_code == 502, r.headers
+    assert r.text.startswith("502 ") and "received 0 of" in r.text, r.text
+    r2 = get(app, key)
+    assert r2.status_code == 200 and r2.content == body
+    assert upstream.count(key) == 2
+
+
 def test_short_body_with_declared_length_is_not_stored(app: Appliance, upstream: Upstream) -> None:
     key = "/v/faults/r/seg-00002.m4s"
     body = os.urandom(700_000)

@@ -6,7 +6,8 @@ immutable Cache-Control), counts requests per path, and misbehaves on demand:
 - ``POST /_mode`` JSON ``{"path": ..., "mode": ..., "arg": ...}`` sets a fault for a path
   (``"*"`` for all): ``delay`` (ms before the head), ``trickle`` (ms between 64 KiB pieces),
   ``truncate`` (send half the body then close), ``status`` (answer arg as status), ``stall``
-  (send half then hang), ``short`` (declare the length but send fewer bytes), ``nolength``.
+  (send half then hang), ``short`` (declare the length but send fewer bytes), ``nolength``,
+  ``headonly`` (send the head, then close before any body byte).
   ``once: true`` clears the fault after the first request.
 - ``GET /_count?path=...`` -> ``{"count": n}``; ``GET /_count`` -> all counts.
 - ``POST /_reset`` clears counts and faults.
@@ -72,6 +73,10 @@ def make_app(root: Path) -> web.Application:
         else:
             resp.enable_chunked_encoding()
         await resp.prepare(request)
+        if kind == "headonly":
+            assert request.transport is not None
+            request.transport.close()
+            return resp
         if kind in ("truncate", "stall", "short"):
             await resp.write(data[: len(data) // 2])
             if kind == "stall":
