@@ -298,9 +298,11 @@ class Filler:
     async def _fetch(self, fill: Fill) -> CompletedBody | None:
         cfg = self.cfg
         last_error: FillError = FillError("no upstream configured")
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=cfg.connect_timeout, sock_read=cfg.idle_timeout
-        )
+        # No sock_read: aiohttp 3.14 can leave its read timer armed on a connection back in the
+        # keep-alive pool (after a body read that paused the transport); it fires while the
+        # connection idles and the next fill on it fails at once with a read timeout (seen as
+        # 504s under load in bench/single_flight.py). The idle timeout is ours, per read.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=cfg.connect_timeout)
         for base in cfg.upstreams:
             url = base + fill.key
             t0 = time.monotonic()
@@ -312,22 +314,17 @@ class Filler:
                         timeout=timeout,
                         allow_redirects=False,
                     )
+            except aiohttp.ConnectionTimeoutError:  # before TimeoutError: it is one
+                m.TIMEOUTS.labels("upstream_connect").inc()
+                m.UPSTREAM_REQUESTS.labels(base, "timeout_connect").inc()
+                last_error = UpstreamTimeout(f"{base}: connect timeout")
+                continue
             except TimeoutError:
                 m.TIMEOUTS.labels("upstream_first_byte").inc()
                 m.UPSTREAM_REQUESTS.labels(base, "timeout_first_byte").inc()
                 last_error = UpstreamTimeout(
                     f"{base}: no response head in {cfg.first_byte_timeout}s"
                 )
-                continue
-            except aiohttp.ConnectionTimeoutError:
-                m.TIMEOUTS.labels("upstream_connect").inc()
-                m.UPSTREAM_REQUESTS.labels(base, "timeout_connect").inc()
-                last_error = UpstreamTimeout(f"{base}: connect timeout")
-                continue
-            except aiohttp.SocketTimeoutError:
-                m.TIMEOUTS.labels("upstream_first_byte").inc()
-                m.UPSTREAM_REQUESTS.labels(base, "timeout_first_byte").inc()
-                last_error = UpstreamTimeout(f"{base}: read timeout before head")
                 continue
             except (aiohttp.ClientError, OSError) as e:
                 m.UPSTREAM_REQUESTS.labels(base, "connect_error").inc()
@@ -379,7 +376,11 @@ class Filler:
             assert length is not None and etag is not None
             fill.set_head(facts_for(length, etag))
         try:
-            async for data in resp.content.iter_any():
+            while True:
+                async with asyncio.timeout(cfg.idle_timeout):
+                    data = await resp.content.readany()
+                if not data:
+                    break
                 fill.append(data)
                 m.FILL_BYTES.inc(len(data))
                 if fill.received > cfg.max_object_size:
@@ -389,7 +390,7 @@ class Filler:
                     delay = limiter.reserve(len(data))
                     if delay:
                         await asyncio.sleep(delay)
-        except aiohttp.SocketTimeoutError:
+        except TimeoutError:  # before OSError: it is one
             m.TIMEOUTS.labels("upstream_idle").inc()
             m.UPSTREAM_REQUESTS.labels(base, "timeout_idle").inc()
             m.UPSTREAM_SECONDS.labels("timeout").observe(time.monotonic() - t0)
