@@ -28,8 +28,8 @@ import time
 from typing import TYPE_CHECKING
 
 from appliance.fill import Fill, FillAborted, FillError
-from appliance.peer import OwnerUnreachable, cache_status
-from appliance.respond import Conditions, ObjectFacts, Plan, head_bytes, plan
+from appliance.peer import OwnerUnreachable
+from appliance.respond import Conditions, ObjectFacts, Plan, cache_status, head_bytes, plan
 
 if TYPE_CHECKING:
     from appliance.http import HttpProtocol, Request
@@ -247,7 +247,6 @@ class MissStream:
             # The owner is restarting: fill here rather than fail the player.
             self.fill.unlisten(self)
             self.fill, self.joined = self.proto.w.fill_locally(self.key, exc)
-            self.facts = None
             self.start()
             return
         status = exc.status if isinstance(exc, FillError) else 502

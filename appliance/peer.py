@@ -40,17 +40,6 @@ class MissResult:
     detail: str = ""
 
 
-def cache_status(outcome: str, status: int) -> str:
-    """The Cache-Status value (RFC 9211) of a miss answered with ``outcome``."""
-    if outcome == "collapsed":
-        return "vodedge; fwd=miss; collapsed"
-    if outcome == "miss":
-        return "vodedge; fwd=miss; stored"
-    if outcome == "hit":
-        return "vodedge; hit"
-    return f'vodedge; fwd=miss; detail="{status}"'
-
-
 def socket_path(run_dir: Path, index: int) -> Path:
     return run_dir / f"worker-{index}.sock"
 

@@ -123,6 +123,17 @@ def _last_modified(ts: float) -> str:
     return v
 
 
+def cache_status(outcome: str, status: int) -> str:
+    """The Cache-Status value (RFC 9211) of a miss answered with ``outcome``."""
+    if outcome == "collapsed":
+        return "vodedge; fwd=miss; collapsed"
+    if outcome == "miss":
+        return "vodedge; fwd=miss; stored"
+    if outcome == "hit":
+        return "vodedge; hit"
+    return f'vodedge; fwd=miss; detail="{status}"'
+
+
 def head_bytes(
     facts: ObjectFacts,
     p: Plan,
