@@ -81,6 +81,9 @@ class StorageConfig:
     """Body chunk size in LMDB; see docs/architecture.md for the measurement behind 1 MiB."""
     sync: bool = True
     """fdatasync on commit (LMDB sync); the meta page is never synced separately (metasync off)."""
+    ram_cache_size: int = 2**30
+    """RAM tier of verified hot chunks, split evenly across workers (0 = off); see
+    :mod:`appliance.ramcache`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,11 +260,15 @@ def _from_section(root: Section, base: Path) -> ApplianceConfig:
     chunk_size = st.size("chunk_size", "1MiB")
     if not 64 * 1024 <= chunk_size <= 64 * 2**20:
         raise ConfigError("storage.chunk_size: must be between 64KiB and 64MiB")
+    ram_cache_size = st.size("ram_cache_size", "1GiB")
+    if 0 < ram_cache_size < 64 * 2**20:
+        raise ConfigError("storage.ram_cache_size: must be 0 (off) or at least 64MiB")
     storage = StorageConfig(
         disks=tuple(disks),
         verify_checksums=st.bool("verify_checksums", True),
         chunk_size=chunk_size,
         sync=st.bool("sync", True),
+        ram_cache_size=ram_cache_size,
     )
     st.finish()
 

@@ -413,7 +413,7 @@ class HttpProtocol(asyncio.Protocol):
         else:
             transport.writelines([head, *chunks])
             nbytes = sum(len(c) for c in chunks)
-            if transport.get_write_buffer_size():
+            if view.mapped and transport.get_write_buffer_size():
                 self._pinned.append(view)
             else:
                 view.release()

@@ -88,6 +88,19 @@ DISK_UP = Gauge(
 CONNECTIONS = Gauge(
     f"{NS}_open_connections", "Open client connections.", multiprocess_mode="livesum"
 )
+RAM_CACHE_READS = Counter(
+    f"{NS}_ram_cache_chunk_reads_total",
+    "Chunks read for hits, by where they came from (ram = the RAM tier, disk = LMDB).",
+    ["source"],
+)
+RAM_CACHE_BYTES = Gauge(
+    f"{NS}_ram_cache_bytes", "Bytes held in the workers' RAM tiers.", multiprocess_mode="livesum"
+)
+RAM_CACHE_CAPACITY = Gauge(
+    f"{NS}_ram_cache_capacity_bytes",
+    "Budget of the workers' RAM tiers (storage.ram_cache_size).",
+    multiprocess_mode="livesum",
+)
 STORE_ERRORS = Counter(f"{NS}_store_errors_total", "Failed store writes.", ["kind"])
 
 

@@ -40,6 +40,7 @@ import msgpack
 import xxhash
 
 from appliance.config import DiskConfig, StorageConfig
+from appliance.ramcache import RamCache
 from appliance.respond import ObjectFacts
 
 log = logging.getLogger("appliance.store")
@@ -115,33 +116,49 @@ class ObjectView:
     drained.
     """
 
-    __slots__ = ("_chunks", "_txn", "disk", "key", "meta")
+    __slots__ = ("_chunks", "_ram", "_txn", "disk", "key", "mapped", "meta")
 
-    def __init__(self, disk: Disk, key: str, txn: Any, meta: ObjectMeta) -> None:
+    def __init__(
+        self, disk: Disk, key: str, txn: Any, meta: ObjectMeta, ram: RamCache | None = None
+    ) -> None:
         self.disk = disk
         self.key = key
         self.meta = meta
         self._txn = txn
         self._chunks = disk.chunks_db
-
-    def chunk(self, index: int) -> memoryview:
-        v = self._txn.get(chunk_key(self.meta.object_id, index), db=self._chunks)
-        if v is None:
-            raise KeyError(index)
-        return v  # type: ignore[no-any-return]
+        self._ram = ram if ram is not None and ram.enabled else None
+        self.mapped = False
+        """True once a chunk handed out points into the map (the view must stay pinned
+        until the socket has sent it); chunks from the RAM tier need no pin."""
 
     def read_verified(self, first: int, last: int, verify: bool) -> list[memoryview] | None:
-        """Chunks ``first..last`` inclusive, or None if one is missing or fails its checksum."""
+        """Chunks ``first..last`` inclusive, or None if one is missing or fails its checksum.
+
+        Chunks in the RAM tier were verified when they were read from the map and are not
+        hashed again; a chunk read from the map is verified (when ``verify``) and offered to it.
+        """
         out = []
         sums = self.meta.checksums
-        try:
-            for i in range(first, last + 1):
-                c = self.chunk(i)
-                if verify and xxhash.xxh3_64_intdigest(c) != sums[i]:
+        oid = self.meta.object_id
+        ram = self._ram
+        txn, db = self._txn, self._chunks
+        for i in range(first, last + 1):
+            key = _CHUNK_KEY.pack(oid, i)
+            if ram is not None:
+                c = ram.get(key)
+                if c is not None:
+                    out.append(c)
+                    continue
+            c = txn.get(key, db=db)
+            if c is None:
+                return None
+            self.mapped = True
+            if verify:
+                if xxhash.xxh3_64_intdigest(c) != sums[i]:
                     return None
-                out.append(c)
-        except KeyError:
-            return None
+                if ram is not None:
+                    ram.offer(key, c)
+            out.append(c)
         return out
 
     def release(self) -> None:
@@ -321,8 +338,12 @@ class Disk:
 class Store:
     """All disks; placement, zero-copy reads in the loop, writes on writer threads."""
 
-    def __init__(self, cfg: StorageConfig, meta_cache_size: int = 65536) -> None:
+    def __init__(
+        self, cfg: StorageConfig, meta_cache_size: int = 65536, ram_bytes: int = 0
+    ) -> None:
         self.cfg = cfg
+        self.ram = RamCache(ram_bytes, cfg.chunk_size)
+        """Verified hot chunks in this process's memory (``storage.ram_cache_size`` / workers)."""
         self.disks = [Disk(i, d, cfg.sync) for i, d in enumerate(cfg.disks)]
         # Decoded meta records by key, valid while the raw record is byte-identical: a hit
         # compares ~150 bytes instead of decoding msgpack and building the dataclass.
@@ -376,7 +397,7 @@ class Store:
             return None
         except (ValueError, TypeError, msgpack.UnpackException):
             return None  # unreadable meta: treat as a miss; the refill replaces it
-        return ObjectView(disk, key, txn, meta)
+        return ObjectView(disk, key, txn, meta, self.ram)
 
     async def put(self, key: str, meta: ObjectMeta, chunks: list[bytes]) -> Disk:
         disk = self.disk_for(key)

@@ -71,7 +71,7 @@ class Worker:
         self.shutdown_grace = shutdown_grace
         self.loop = asyncio.get_running_loop()
         self.tokens = cfg.tokens
-        self.store = Store(cfg.storage)
+        self.store = Store(cfg.storage, ram_bytes=cfg.storage.ram_cache_size // max(1, nworkers))
         self.cache = CacheManager(self.store, index, nworkers, cfg.storage.chunk_size)
         self.counters = m.HotCounters()
         self.access_log = AccessLog(index) if cfg.server.access_log else None
@@ -348,6 +348,13 @@ class Worker:
     def _flush_metrics(self) -> None:
         self.counters.flush()
         m.CONNECTIONS.set(len(self.protocols))
+        ram = self.store.ram
+        if ram.enabled:
+            hits, misses = ram.take_counts()
+            m.RAM_CACHE_READS.labels("ram").inc(hits)
+            m.RAM_CACHE_READS.labels("disk").inc(misses)
+            m.RAM_CACHE_BYTES.set(ram.used)
+            m.RAM_CACHE_CAPACITY.set(ram.capacity)
         for i, used in self.cache.object_bytes().items():
             d = self.store.disks[i]
             m.DISK_OBJECT_BYTES.labels(str(d.path)).set(used)

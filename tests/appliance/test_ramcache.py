@@ -1,0 +1,188 @@
+"""The RAM tier of verified chunks: admission, LRU by bytes, and its place in front of real LMDB."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import requests
+
+from appliance.config import DiskConfig, StorageConfig
+from appliance.ramcache import RamCache
+from appliance.store import Store, chunk_key, new_meta, split_chunks
+from tests.support.appliance_proc import Upstream, run_appliance
+
+MiB = 2**20
+
+
+def test_a_chunk_is_admitted_on_its_second_read_only() -> None:
+    ram = RamCache(64 * MiB)
+    ram.offer(b"a", b"x" * 100)
+    assert ram.get(b"a") is None and len(ram) == 0
+    ram.offer(b"a", b"x" * 100)
+    got = ram.get(b"a")
+    assert got is not None and bytes(got) == b"x" * 100
+    assert (ram.used, ram.admitted, ram.hits) == (100, 1, 1)
+
+
+def test_the_copy_does_not_alias_the_offered_buffer() -> None:
+    ram = RamCache(64 * MiB)
+    buf = bytearray(b"abc")
+    ram.offer(b"k", buf)
+    ram.offer(b"k", buf)
+    buf[0] = ord("z")
+    got = ram.get(b"k")
+    assert got is not None and bytes(got) == b"abc"
+
+
+def test_eviction_is_lru_by_bytes_and_a_read_refreshes() -> None:
+    ram = RamCache(64 * MiB)  # max entry 8 MiB
+    for k in (b"a", b"b", b"c"):
+        ram.offer(k, bytes(8 * MiB))
+        ram.offer(k, bytes(8 * MiB))
+    assert ram.get(b"a") is not None  # a is now the most recent
+    for i in range(6):  # 6 more x 8 MiB: 72 MiB offered in all, over 64
+        k = b"n%d" % i
+        ram.offer(k, bytes(8 * MiB))
+        ram.offer(k, bytes(8 * MiB))
+    assert ram.used <= ram.capacity
+    assert ram.get(b"b") is None  # least recently used went first
+    assert ram.get(b"a") is not None
+    assert ram.evicted == 1
+
+
+def test_oversized_chunks_and_a_disabled_tier_admit_nothing() -> None:
+    ram = RamCache(64 * MiB)
+    big = bytes(8 * MiB + 1)
+    ram.offer(b"big", big)
+    ram.offer(b"big", big)
+    assert ram.get(b"big") is None
+    off = RamCache(0)
+    off.offer(b"k", b"x")
+    off.offer(b"k", b"x")
+    assert not off.enabled and len(off) == 0
+
+
+def test_one_hit_keys_are_forgotten_so_they_never_get_in() -> None:
+    ram = RamCache(64 * MiB, chunk_size=MiB)  # history of max(1024, 128) keys
+    ram.offer(b"once", b"x")
+    for i in range(1024):
+        ram.offer(b"%d" % i, b"y")  # a scan of one-hit chunks pushes it out of the history
+    ram.offer(b"once", b"x")
+    assert ram.get(b"once") is None
+
+
+def _store(tmp: Path) -> Store:
+    cfg = StorageConfig(disks=(DiskConfig(tmp / "d0", 256 * MiB),), chunk_size=MiB, sync=False)
+    store = Store(cfg, ram_bytes=64 * MiB)
+    store.open()
+    return store
+
+
+def _put(store: Store, key: str, body: bytes) -> None:
+    chunks = split_chunks(body, MiB)
+    meta = new_meta(chunks, len(body), "video/iso.segment", '"e"', 0.0, "public", MiB)
+    asyncio.run(store.put(key, meta, chunks))
+
+
+def _read(store: Store, key: str) -> tuple[bytes | None, bool]:
+    v = store.open_view(key)
+    assert v is not None
+    try:
+        got = v.read_verified(0, v.meta.nchunks - 1, True)
+        return (None if got is None else b"".join(got)), v.mapped
+    finally:
+        v.release()
+
+
+def _rot(store: Store, key: str, index: int) -> None:
+    """Bit rot: change a stored chunk's bytes behind the checksum's back."""
+    v = store.open_view(key)
+    assert v is not None
+    oid = v.meta.object_id
+    v.release()
+    disk = store.disks[0]
+    with disk.env.begin(write=True) as txn:
+        ck = chunk_key(oid, index)
+        data = bytearray(txn.get(ck, db=disk.chunks_db))
+        data[10] ^= 0xFF
+        txn.put(ck, bytes(data), db=disk.chunks_db)
+
+
+def test_hot_chunks_are_served_from_ram_after_being_verified_twice(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    try:
+        key = "/v/t/r/seg-00001.m4s"
+        body = os.urandom(2 * MiB + 5000)
+        _put(store, key, body)
+        assert _read(store, key) == (body, True)
+        assert _read(store, key) == (body, True)  # second read: verified, copied in
+        assert store.ram.admitted == 3
+        hits = store.ram.hits
+        assert _read(store, key) == (body, False)  # from RAM: no pin, no hash
+        assert store.ram.hits == hits + 3
+    finally:
+        store.close()
+
+
+def test_rot_under_a_ram_copy_is_never_served_and_is_caught_once_out_of_ram(
+    tmp_path: Path,
+) -> None:
+    store = _store(tmp_path)
+    try:
+        key = "/v/t/r/seg-00002.m4s"
+        body = os.urandom(2 * MiB)
+        _put(store, key, body)
+        _read(store, key)
+        _read(store, key)
+        _rot(store, key, 1)
+        assert _read(store, key) == (body, False)  # the verified copy, not the rotten disk
+        store.ram.clear()
+        assert _read(store, key) == (None, True)  # read from the disk again: caught
+    finally:
+        store.close()
+
+
+def test_a_refill_makes_the_old_copies_unreachable(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    try:
+        key = "/v/t/r/seg-00003.m4s"
+        old, new = os.urandom(MiB + 1), os.urandom(MiB + 1)
+        _put(store, key, old)
+        _read(store, key)
+        _read(store, key)
+        assert len(store.ram) == 2
+        _put(store, key, new)  # a purge + refill, or a refill after a checksum failure
+        assert _read(store, key) == (new, True)
+    finally:
+        store.close()
+
+
+def test_the_daemon_serves_repeat_hits_from_ram_and_counts_them(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    key = "/v/ram/r/seg-00001.m4s"
+    body = os.urandom(2 * MiB + 17)
+    upstream.put(key, body)
+    with run_appliance(tmp_path / "app", [upstream.base_url], workers=1) as app:
+        assert app.metric("vodedge_ram_cache_capacity_bytes") == 2**30  # the default, 1 worker
+        s = requests.Session()
+        first = s.get(app.base_url + key, timeout=15)
+        assert first.content == body
+        deadline = time.monotonic() + 5
+        hits = 0
+        while hits < 4:  # 2 reads from LMDB (verified, copied in), then from RAM
+            r = s.get(app.base_url + key, timeout=15)
+            assert r.content == body
+            hits += r.headers["Cache-Status"] == "vodedge; hit"
+            assert time.monotonic() < deadline
+        r = s.get(app.base_url + key, headers={"Range": "bytes=1048570-1048600"}, timeout=15)
+        assert r.status_code == 206 and r.content == body[1048570:1048601]
+        deadline = time.monotonic() + 5
+        while app.metric("vodedge_ram_cache_chunk_reads_total", source="ram") < 3 * 2 + 2:
+            assert time.monotonic() < deadline, "RAM tier reads not counted"
+            time.sleep(0.2)
+        assert app.metric("vodedge_ram_cache_chunk_reads_total", source="disk") == 6
+        assert app.metric("vodedge_ram_cache_bytes") == len(body)
