@@ -11,6 +11,10 @@ released in :meth:`HttpProtocol.resume_writing` (the socket buffer is empty agai
 connection is lost. A client that accepts nothing for ``send_timeout`` is disconnected, which
 bounds how long a slow reader can pin pages.
 
+Timeouts (keep-alive idle, send) are not timers: a connection records when it went idle or was
+paused, and the worker sweeps all connections a few times a second (:meth:`HttpProtocol.sweep`)
+— no timer is armed and cancelled per request or per paused write on the hot path.
+
 Requests on one connection are answered in order (pipelining); a miss is answered by a
 :class:`~appliance.missstream.MissStream` the fill pushes bytes to; further requests wait in a
 small queue (reading pauses when it is full).
@@ -110,8 +114,10 @@ class HttpProtocol(asyncio.Protocol):
         """The miss being answered; requests behind it wait in ``_queue``."""
         self._pinned: list[ObjectView] = []
         self.write_paused = False
-        self._idle: asyncio.TimerHandle | None = None
-        self._send_timer: asyncio.TimerHandle | None = None
+        self.idle_since: float | None = None
+        """Loop time the connection started waiting for a request (None while one is in)."""
+        self.paused_since: float | None = None
+        """Loop time the socket stopped accepting bytes (None while it accepts them)."""
         self._closing = False
         self._reading_paused = False
 
@@ -126,15 +132,12 @@ class HttpProtocol(asyncio.Protocol):
         if peer:
             self.peer = str(peer[0])
         self.w.protocols.add(self)
-        self._arm_idle()
+        self.idle_since = self.loop.time()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.w.protocols.discard(self)
         self._closing = True
         self._release_pinned()
-        for h in (self._idle, self._send_timer):
-            if h is not None:
-                h.cancel()
         if self.stream is not None:
             self.stream.close()
             self.stream = None
@@ -151,49 +154,45 @@ class HttpProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
-        if self._send_timer is None:
-            self._send_timer = self.loop.call_later(
-                self.w.cfg.server.send_timeout, self._send_timeout
-            )
+        self.paused_since = self.loop.time()
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        if self._send_timer is not None:
-            self._send_timer.cancel()
-            self._send_timer = None
+        self.paused_since = None
         self._release_pinned()
         if self.stream is not None:
             self.stream.pump()
 
-    def _send_timeout(self) -> None:
-        self._send_timer = None
-        self.w.timeout("client_send")
-        if self.transport is not None:
-            self.transport.abort()
+    def sweep(self, now: float, keepalive_timeout: float, send_timeout: float) -> None:
+        """Enforce the timeouts (called by the worker's sweep a few times a second)."""
+        transport = self.transport
+        if transport is None:
+            return
+        paused = self.paused_since
+        if paused is not None:
+            if now - paused > send_timeout:
+                self.w.timeout("client_send")
+                transport.abort()
+            return
+        idle = self.idle_since
+        if idle is not None and now - idle > keepalive_timeout and not self.busy:
+            # A whole request never came (or never the next one): a client trickling a head
+            # cannot hold the connection past keepalive_timeout either.
+            self.w.timeout("client_idle")
+            self._closing = True
+            transport.close()
 
     def _release_pinned(self) -> None:
         for v in self._pinned:
             v.release()
         self._pinned.clear()
 
-    def _arm_idle(self) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
-        self._idle = self.loop.call_later(self.w.cfg.server.keepalive_timeout, self._idle_timeout)
-
-    def _idle_timeout(self) -> None:
-        self._idle = None
-        if self.stream is None and not self._queue and self.transport is not None:
-            self.w.timeout("client_idle")
-            self._closing = True
-            self.transport.close()
-
     # -- parsing -------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
-        # The idle timer keeps running until a whole request is in (on_message_complete):
+        # The idle clock keeps running until a whole request is in (on_message_complete):
         # a client trickling a request head cannot hold the connection past keepalive_timeout.
         try:
             self.parser.feed_data(data)
@@ -243,9 +242,7 @@ class HttpProtocol(asyncio.Protocol):
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_message_complete(self) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
+        self.idle_since = None
         req = Request(
             self.parser.get_method(),
             b"".join(self._url),
@@ -269,13 +266,14 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.resume_reading()
             self._reading_paused = False
         if self.stream is None and not self._queue and not self._closing:
-            self._arm_idle()
+            self.idle_since = self.loop.time()
 
     def write(self, data: bytes) -> None:
         assert self.transport is not None
         self.transport.write(data)
 
     def _finish(self, req: Request, status: int, outcome: str, nbytes: int, path: str) -> None:
+        self.idle_since = self.loop.time()
         self.w.counters.request(outcome, status, nbytes)
         if self.w.access_log is not None:
             self.w.access_log.log(req, self.peer, path, status, nbytes, outcome)

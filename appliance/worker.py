@@ -123,6 +123,7 @@ class Worker:
             self.cache.evict_loop(),
             self.cache.stats_loop(),
             self._flush_loop(),
+            self._sweep_loop(),
         ):
             self.tasks.spawn(coro)
         for d in self.store.disks:
@@ -363,6 +364,16 @@ class Worker:
             if d.healthy:
                 with contextlib.suppress(Exception):
                     m.DISK_FILE_BYTES.labels(str(d.path)).set(d.used_bytes())
+
+    async def _sweep_loop(self) -> None:
+        """Client connection timeouts: a few passes a second instead of a timer per request."""
+        while True:
+            srv = self.cfg.server
+            keepalive, send = srv.keepalive_timeout, srv.send_timeout
+            await asyncio.sleep(min(0.5, max(0.025, min(keepalive, send) / 4)))
+            now = self.loop.time()
+            for p in list(self.protocols):
+                p.sweep(now, keepalive, send)
 
     async def _flush_loop(self) -> None:
         while True:

@@ -297,6 +297,62 @@ def test_slow_request_head_is_cut_off(module_tmp: Path, upstream: Upstream) -> N
         assert time.monotonic() - t0 < 4.0
 
 
+@pytest.fixture(scope="module")
+def impatient(module_tmp: Path, upstream: Upstream) -> Iterator[Appliance]:
+    upstream.put("/v/big/r/seg-00001.m4s", os.urandom(24 * 2**20))
+    with run_appliance(
+        module_tmp / "app-impatient",
+        [upstream.base_url],
+        workers=1,
+        server="keepalive_timeout = 1.0\nsend_timeout = 1.0",
+    ) as a:
+        yield a
+
+
+def _read_response(s: socket.socket, length: int) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += s.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    while len(body) < length:
+        body += s.recv(65536)
+    return head
+
+
+def test_idle_keepalive_connection_is_closed_after_responses(
+    impatient: Appliance, upstream: Upstream
+) -> None:
+    key, body = "/v/idle/r/seg-00001.m4s", os.urandom(100_000)
+    upstream.put(key, body)
+    with socket.create_connection(("127.0.0.1", impatient.port), timeout=10) as s:
+        for want in ("fwd=miss", "hit"):  # a streamed miss, then a hit answered at once
+            if want == "hit":
+                wait_hit(impatient, key)
+            s.sendall(f"GET {key} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            assert want.encode() in _read_response(s, len(body))
+        t0 = time.monotonic()
+        assert s.recv(1) == b""  # the server closed the idle connection
+        assert 0.9 < time.monotonic() - t0 < 3.0
+
+
+def test_client_that_stops_reading_is_cut_off_by_send_timeout(impatient: Appliance) -> None:
+    key = "/v/big/r/seg-00001.m4s"
+    wait_hit(impatient, key, timeout=15)
+    before = impatient.metric("vodedge_timeouts_total", kind="client_send")
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(10)
+    with s:
+        s.connect(("127.0.0.1", impatient.port))
+        s.sendall(f"GET {key} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        time.sleep(3.0)  # accept nothing: 24 MiB cannot fit the socket buffers
+        deadline = time.monotonic() + 5
+        while impatient.metric("vodedge_timeouts_total", kind="client_send") <= before:
+            assert time.monotonic() < deadline, "send timeout not counted"
+            time.sleep(0.2)
+        assert len(_recv_all(s)) < 24 * 2**20  # aborted: the body never completed
+
+
 def test_request_body_is_refused(app: Appliance) -> None:
     with socket.create_connection(("127.0.0.1", app.port), timeout=5) as s:
         s.sendall(

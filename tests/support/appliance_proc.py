@@ -87,7 +87,7 @@ def appliance_toml(
 [server]
 listen = ["127.0.0.1:{port}"]
 workers = {workers}
-send_timeout = 10.0
+{"" if "send_timeout" in server else "send_timeout = 10.0"}
 {server}
 
 [admin]
