@@ -41,7 +41,7 @@ from appliance.respond import (
     preflight_bytes,
     simple_bytes,
 )
-from appliance.store import ObjectView
+from appliance.store import ObjectView, StoreBusy
 from vodedge.httpspec import RangeError, is_playlist, parse_range
 from vodedge.paths import PathError, parse_object_path
 from vodedge.tokens import TokenVerdict, verify
@@ -55,6 +55,7 @@ _MAX_QUEUE = 16
 _PATH_CACHE_MAX = 65536  # validated object paths per worker
 _GZIP_CACHE_MAX = 512
 _ALLOW = "Allow: GET, HEAD, OPTIONS\r\n"
+_RETRY = "Retry-After: 1\r\n"
 
 
 class Request:
@@ -183,6 +184,7 @@ class HttpProtocol(asyncio.Protocol):
             transport.close()
 
     def _release_pinned(self) -> None:
+        self.w.pins -= len(self._pinned)
         for v in self._pinned:
             v.release()
         self._pinned.clear()
@@ -357,7 +359,12 @@ class HttpProtocol(asyncio.Protocol):
             except RangeError as e:
                 self._simple(req, 400, f"bad Range: {e}\n".encode(), path=obj.key)
                 return
-        view = self.w.store.open_view(obj.key)
+        try:
+            view = self.w.store.open_view(obj.key)
+        except StoreBusy:
+            self.w.store_busy()
+            self._simple(req, 503, b"busy, retry\n", extra=_RETRY, path=obj.key)
+            return
         if view is not None and self._serve_hit(req, view, cond):
             return
         # A miss (or a checksum failure, whose drop is under way: the refill's commit comes
@@ -409,10 +416,17 @@ class HttpProtocol(asyncio.Protocol):
             transport.write(head)
             view.release()
         else:
+            w = self.w
+            if view.mapped and w.pins >= w.pin_budget:
+                # Reader slots are running low (many slow clients hold them): copy instead of
+                # risking a pin; costs CPU only while so many responses are stuck.
+                chunks = [memoryview(bytes(c)) for c in chunks]
+                view.mapped = False
             transport.writelines([head, *chunks])
             nbytes = sum(len(c) for c in chunks)
             if view.mapped and transport.get_write_buffer_size():
                 self._pinned.append(view)
+                w.pins += 1
             else:
                 view.release()
         self.w.record_hit(view.key)

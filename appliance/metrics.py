@@ -101,7 +101,11 @@ RAM_CACHE_CAPACITY = Gauge(
     "Budget of the workers' RAM tiers (storage.ram_cache_size).",
     multiprocess_mode="livesum",
 )
-STORE_ERRORS = Counter(f"{NS}_store_errors_total", "Failed store writes.", ["kind"])
+STORE_ERRORS = Counter(
+    f"{NS}_store_errors_total",
+    "Store errors by kind: failed writes; readers_full = no LMDB reader slot for a hit.",
+    ["kind"],
+)
 
 
 class HotCounters:

@@ -58,6 +58,19 @@ class DiskFailed(StoreError):
     """The disk holding a key is out of service."""
 
 
+class StoreBusy(StoreError):
+    """Every LMDB reader slot is taken (too many responses pinned at once): retry shortly.
+
+    Not a disk fault: the disk stays in service."""
+
+
+MAX_READERS = 4096
+"""LMDB reader slots per environment, shared by all workers. Each hit holds one while its
+response is being read; one that the socket did not take at once keeps it until the socket
+drains (a slow client), which is why workers copy instead of pinning past a budget
+(``Worker.pin_budget``). More slots would make every read transaction's slot scan longer."""
+
+
 def checksum(data: bytes | memoryview) -> int:
     return xxhash.xxh3_64_intdigest(data)
 
@@ -170,8 +183,11 @@ class ObjectView:
 class Disk:
     """One configured disk: its LMDB environment, health and writer thread."""
 
-    def __init__(self, index: int, cfg: DiskConfig, sync: bool) -> None:
+    def __init__(
+        self, index: int, cfg: DiskConfig, sync: bool, max_readers: int = MAX_READERS
+    ) -> None:
         self.index = index
+        self.max_readers = max_readers
         self.cfg = cfg
         self.path = cfg.path
         self.seed = xxhash.xxh64_intdigest(str(cfg.path).encode())
@@ -197,7 +213,7 @@ class Disk:
                 str(self.path),
                 map_size=int(self.cfg.size * 1.25) + 256 * 2**20,
                 max_dbs=4,
-                max_readers=4096,
+                max_readers=self.max_readers,
                 sync=self._sync,
                 metasync=False,
                 readahead=False,
@@ -223,6 +239,8 @@ class Disk:
             return await loop.run_in_executor(self._writer, fn, *args)
         except lmdb.MapFullError:
             raise StoreError(f"{self.path}: map full") from None
+        except lmdb.ReadersFullError:
+            raise StoreBusy(f"{self.path}: all LMDB reader slots taken") from None
         except lmdb.Error as e:
             self.fail(f"lmdb error: {e}")
             raise DiskFailed(f"{self.path}: {e}") from e
@@ -339,12 +357,16 @@ class Store:
     """All disks; placement, zero-copy reads in the loop, writes on writer threads."""
 
     def __init__(
-        self, cfg: StorageConfig, meta_cache_size: int = 65536, ram_bytes: int = 0
+        self,
+        cfg: StorageConfig,
+        meta_cache_size: int = 65536,
+        ram_bytes: int = 0,
+        max_readers: int = MAX_READERS,
     ) -> None:
         self.cfg = cfg
         self.ram = RamCache(ram_bytes, cfg.chunk_size)
         """Verified hot chunks in this process's memory (``storage.ram_cache_size`` / workers)."""
-        self.disks = [Disk(i, d, cfg.sync) for i, d in enumerate(cfg.disks)]
+        self.disks = [Disk(i, d, cfg.sync, max_readers) for i, d in enumerate(cfg.disks)]
         # Decoded meta records by key, valid while the raw record is byte-identical: a hit
         # compares ~150 bytes instead of decoding msgpack and building the dataclass.
         self._meta_cache: dict[str, tuple[bytes, ObjectMeta]] = {}
@@ -370,7 +392,9 @@ class Store:
         return best
 
     def open_view(self, key: str) -> ObjectView | None:
-        """Pin and return the stored object for ``key`` (in-loop read), or None on a miss."""
+        """Pin and return the stored object for ``key`` (in-loop read), or None on a miss.
+
+        Raises :class:`StoreBusy` when no reader slot is free."""
         disk = self.disk_for(key)
         if disk is None:
             return None
@@ -392,6 +416,8 @@ class Store:
             except BaseException:
                 txn.abort()
                 raise
+        except lmdb.ReadersFullError:
+            raise StoreBusy(f"{disk.path}: all LMDB reader slots taken") from None
         except lmdb.Error as e:
             disk.fail(f"lmdb read error: {e}")
             return None

@@ -45,7 +45,7 @@ from appliance.peer import (
 )
 from appliance.ratelimit import SharedRate
 from appliance.respond import Conditions, HitHeads, plan
-from appliance.store import ObjectView, Store
+from appliance.store import MAX_READERS, ObjectView, Store, StoreBusy
 from vodedge.logs import setup_logging
 from vodedge.paths import ObjectPath
 from vodedge.tasks import TaskSet
@@ -72,6 +72,10 @@ class Worker:
         self.loop = asyncio.get_running_loop()
         self.tokens = cfg.tokens
         self.store = Store(cfg.storage, ram_bytes=cfg.storage.ram_cache_size // max(1, nworkers))
+        self.pins = 0
+        """Hit responses holding an LMDB read transaction until their socket drains."""
+        self.pin_budget = max(16, MAX_READERS // max(1, nworkers) - 64)
+        """Past this many pins, hits copy their bytes instead (slots stay for reads)."""
         self.cache = CacheManager(self.store, index, nworkers, cfg.storage.chunk_size)
         self.counters = m.HotCounters()
         self.access_log = AccessLog(index) if cfg.server.access_log else None
@@ -175,6 +179,11 @@ class Worker:
         """Count a hit; the owner's policy gets the counts in a batch once a second."""
         self._touches[owner_of(key, self.nworkers)][key] += 1
 
+    def store_busy(self) -> None:
+        """No LMDB reader slot was free for a hit (answered 503 + Retry-After)."""
+        m.STORE_ERRORS.labels("readers_full").inc()
+        log.warning("no free LMDB reader slot", extra={"pins": self.pins})
+
     def checksum_failure(self, view: ObjectView) -> None:
         m.CHECKSUM_FAILURES.labels(str(view.disk.path)).inc()
         log.error("checksum mismatch; dropping object", extra={"key": view.key})
@@ -203,7 +212,10 @@ class Worker:
     async def local_miss(self, key: str, cond: Conditions) -> MissResult:
         assert self.filler is not None
         if key not in self.filler.fills:
-            view = self.store.open_view(key)
+            try:
+                view = self.store.open_view(key)
+            except StoreBusy:
+                view = None  # cannot look: fill (the object may be refetched once, never lost)
             if view is not None:
                 res = self._from_store(view, cond)
                 if res is not None:
