@@ -250,9 +250,11 @@ class MissStream:
             self.start()
             return
         status = exc.status if isinstance(exc, FillError) else 502
-        detail = str(exc) or "upstream error"
+        # Players get a short, generic text; what went wrong (and with which upstream) is for
+        # the log, not for anyone who can send a request.
+        log.warning("miss failed", extra={"key": self.key, "status": status, "error": str(exc)})
         self.close()
-        self.proto.miss_failed(self, status, f"{status} {detail}\n".encode())
+        self.proto.miss_failed(self, status, _PLAYER_ERRORS.get(status, b"upstream error\n"))
 
     def _fail_mid_body(self, exc: FillError) -> None:
         # Headers are out: abort, so the client sees a broken body, never bad bytes.
@@ -263,6 +265,9 @@ class MissStream:
     def _done(self) -> None:
         self.close()
         self.proto.miss_done(self)
+
+
+_PLAYER_ERRORS = {404: b"not found\n", 504: b"upstream timeout\n"}
 
 
 def gzip_etag(etag: str) -> str:
