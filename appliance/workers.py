@@ -1,7 +1,8 @@
 """The worker processes: start, watch, restart with back-off, stop.
 
-Workers are fresh interpreters (``python -m appliance.worker``) that inherit the listening
-sockets by file descriptor, so the kernel spreads connections over them, and each opens its own
+Workers are fresh interpreters (``python -m appliance.worker``) that inherit their listening
+sockets by file descriptor — one ``SO_REUSEPORT`` socket per worker and address, so the kernel
+spreads connections evenly over the workers — and each opens its own
 LMDB environments (LMDB handles must not cross ``fork``). A worker that exits is started again
 after a back-off that doubles while it keeps dying young. ``poll`` is cheap and called a few
 times a second from the supervisor's loop; nothing here blocks for long.
@@ -43,13 +44,14 @@ class WorkerSet:
     def __init__(
         self,
         count: int,
-        fds: list[int],
+        fds: list[list[int]],
         run_dir: Path,
         snapshot: Path,
         shutdown_grace: float,
         metrics_dir: Path,
     ) -> None:
         self.fds = fds
+        """Listening sockets per worker slot (a restarted worker gets its slot's sockets)."""
         self.run_dir = run_dir
         self.snapshot = snapshot
         self.shutdown_grace = shutdown_grace
@@ -74,7 +76,7 @@ class WorkerSet:
             "--workers",
             str(len(self.workers)),
             "--fds",
-            ",".join(map(str, self.fds)),
+            ",".join(map(str, self.fds[w.index])),
             "--root-pid",
             str(os.getpid()),
             "--shutdown-grace",
@@ -82,7 +84,7 @@ class WorkerSet:
             "--ready-file",
             str(w.ready_file),
         ]
-        w.proc = subprocess.Popen(argv, pass_fds=self.fds)
+        w.proc = subprocess.Popen(argv, pass_fds=self.fds[w.index])
         w.started = time.monotonic()
         w.restart_at = None
         log.info("worker started", extra={"worker": w.index, "pid": w.proc.pid})

@@ -17,8 +17,9 @@ the same ``--cpus`` cores (wrk too: it shares those cores, so every server pays 
   ``sendfile on``, ``proxy_cache_lock on``, access log off, unlimited keep-alive requests.
 
 Every object is fetched through every server until it is a hit; then, per object size, a short
-wrk warm-up per server and ``--rounds`` interleaved rounds (appliance, Varnish, nginx, appliance,
-...) of ``wrk -t{threads} -c{connections} -d{duration}`` with ``bench/configs/hotset.lua``
+wrk warm-up per server and ``--rounds`` interleaved rounds (appliance, Varnish, nginx; then
+Varnish, nginx, appliance; ... — who goes first rotates, so each follows each equally often)
+of ``wrk -t{threads} -c{connections} -d{duration}`` with ``bench/configs/hotset.lua``
 spreading requests over the set. Per run: requests/s, and server CPU seconds (utime + stime of
 the server and all its children, from /proc) per GB of wrk's transfer total. The table gives the
 medians and their ratios to Varnish; the origin's request count must not move while measuring.
@@ -405,7 +406,10 @@ def run(s: Settings, keep: bool) -> dict[str, Any]:
                         measure(t, s, wrk, size, 0, s.warmup)
                 before = origin_count(origin)
                 for round_no in range(1, s.rounds + 1):
-                    for t in targets:
+                    # Rotate who goes first, so every server follows every other one equally
+                    # often (a run can leave the kernel's socket/page state to the next one).
+                    k = (round_no - 1) % len(targets)
+                    for t in targets[k:] + targets[:k]:
                         r = measure_clean(t, s, wrk, size, round_no)
                         runs.append(r)
                         print(
