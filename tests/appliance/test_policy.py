@@ -107,11 +107,12 @@ def test_lru_would_have_flushed_the_popular_set() -> None:
 
 def test_hits_after_a_scan_still_promote_new_popular_objects() -> None:
     policy = CachePolicy(20 * MB)
-    for i in range(20):  # a full cache of objects seen once
-        request(policy, f"/v/old/seg-{i}", MB, float(i))
+    for i in range(60):  # one-hit titles: fill the cache, then evict some (sets the floor)
+        request(policy, f"/v/old{i}/h264-1080p/seg-00000.m4s", MB, float(i))
+    assert policy.floor_at(60.0) > 0.0
     newcomer = "/v/new/h264-1080p/seg-00000.m4s"
     assert not request(policy, newcomer, MB, 100.0)
-    assert newcomer not in policy  # one request does not beat an equally cold resident
+    assert newcomer not in policy  # one request does not beat the cold residents
     assert not request(policy, newcomer, MB, 101.0)
     assert newcomer in policy  # the second one does
     assert request(policy, newcomer, MB, 102.0)
@@ -236,3 +237,61 @@ def test_chosen_policy_beats_lru_on_byte_misses_at_5_percent() -> None:
     chosen_missed, _, written, _ = simulate(trace, CachePolicy(capacity), capacity)
     assert chosen_missed / requested < 0.96 * lru_missed
     assert written < 0.3 * requested  # and it writes a fraction of what LRU writes
+
+
+def test_a_viewer_in_progress_raises_the_rate_of_the_segments_ahead() -> None:
+    policy = CachePolicy(1000 * MB)
+    key = "/v/t/h264-1080p/seg-{:05d}.m4s"
+    for seg in range(10):  # a first viewer plays segments 0-9, 6 s apart
+        request(policy, key.format(seg), MB, 6.0 * seg)
+    for seg in range(3):  # a second one starts a minute later and is at segment 2
+        request(policy, key.format(seg), MB, 60.0 + 6.0 * seg)
+    ahead, behind = key.format(8), key.format(1)
+    assert policy.rate(ahead, 75.0) > 10 * policy.rate(ahead, 300.0)  # expected in ~36 s
+    assert policy.rate(behind, 75.0) < 1.01 * policy.rate(behind, 300.0)  # already passed
+
+
+def test_unseen_files_of_a_watched_title_outrank_those_of_a_cold_title() -> None:
+    policy = CachePolicy(1000 * MB)
+    for viewer in range(5):
+        for seg in range(20):
+            request(policy, f"/v/hot/h264-720p/seg-{seg:05d}.m4s", MB, 1000.0 * viewer + seg)
+    request(policy, "/v/cold/h264-720p/seg-00000.m4s", MB, 5000.0)
+    # A segment of the hot title past those requested so far beats one requested once.
+    hot = policy.rate("/v/hot/h264-720p/seg-00030.m4s", 6000.0)
+    cold = policy.rate("/v/cold/h264-720p/seg-00000.m4s", 6000.0)
+    assert "/v/hot/h264-720p/seg-00030.m4s" not in policy
+    assert hot > 2 * cold > 0.0
+    # A rendition nobody has asked for yet gets no share of the title's popularity.
+    assert policy.rate("/v/hot/h264-2160p/seg-00030.m4s", 6000.0) == 0.0
+
+
+def test_hits_batched_at_one_instant_do_not_inflate_the_segments_ahead() -> None:
+    # The daemon reports hits once a second with one timestamp: consecutive segments of a
+    # session can arrive "0 s apart". The learnt segment duration must not collapse towards 0,
+    # which would make every segment ahead of a cursor look due immediately (rate -> infinity).
+    policy = CachePolicy(1000 * MB)
+    key = "/v/b/h264-720p/seg-{:05d}.m4s"
+    for seg in range(300):
+        request(policy, key.format(seg), MB, 100.0)
+    assert policy.rate(key.format(400), 100.0) <= 1.5  # at most ~1 request per clamped second
+
+
+def test_a_floor_set_while_viewers_play_does_not_freeze_admission() -> None:
+    # Evictions during a session in progress see boosted rates; a floor built from them stayed
+    # above every rate once the session ended: nothing admitted, nothing evicted, ever again.
+    policy = CachePolicy(16 * 2**20)
+    now = 1.7e9
+    old = [f"/v/evict/old/seg-{i:05d}.m4s" for i in range(20)]
+    new = [f"/v/evict/new/seg-{i:05d}.m4s" for i in range(12)]
+    for _ in range(2):
+        for k in old:
+            now += 0.05
+            request(policy, k, 1_000_000, now)
+    hits = 0
+    for _ in range(6):  # a new rendition/title becomes popular
+        for k in new:
+            now += 0.05
+            hits += request(policy, k, 1_000_000, now)
+    assert all(k in policy for k in new)
+    assert hits >= 20
