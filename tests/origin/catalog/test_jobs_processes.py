@@ -31,6 +31,10 @@ def claimer(db: str, worker_id: str, start: Barrier, out: Any) -> None:
             claimed.append(job.job_id)
             if not catalog.complete(job.job_id, worker_id, {"by": worker_id}):
                 lost.append(job.job_id)
+            # A job takes a moment, as real ones do: without it, on a loaded machine one process
+            # could drain all 800 before the others were scheduled ("no contention happened",
+            # seen in CI runs), and the test would not have raced anything.
+            time.sleep(0.002)
     out.put((worker_id, claimed, lost))
 
 
