@@ -13,8 +13,11 @@ import yaml
 from tests.ops.tools import (
     ALERTS,
     REPO,
+    assert_alert_rules_well_formed,
+    expect_alerts,
     exported_metric_names,
     metric_names,
+    promtool_check_rules,
     run,
     tool,
     write_rules_without_annotations,
@@ -22,22 +25,11 @@ from tests.ops.tools import (
 
 DOC = yaml.safe_load(ALERTS.read_text())
 RULES: list[dict[str, Any]] = [r for g in DOC["groups"] for r in g["rules"]]
-DURATION = re.compile(r"^\d+[smhd]$")
 RUNBOOK = re.compile(r"^docs/operations\.md#([a-z0-9-]+)$")
 
 
 def test_structure() -> None:
-    assert DOC["groups"] and all(g["name"] and g["rules"] for g in DOC["groups"])
-    names = [r["alert"] for r in RULES]
-    assert len(names) == len(set(names)), "alert names repeat"
-    for r in RULES:
-        assert set(r) == {"alert", "expr", "for", "labels", "annotations"}, r["alert"]
-        assert re.fullmatch(r"Vodedge[A-Z][A-Za-z]+", r["alert"])
-        assert DURATION.match(str(r["for"])), r["alert"]
-        assert r["labels"]["severity"] in {"critical", "warning", "info"}, r["alert"]
-        ann = r["annotations"]
-        assert ann["summary"].strip() and ann["description"].strip(), r["alert"]
-        assert RUNBOOK.match(ann["runbook"]), r["alert"]
+    assert_alert_rules_well_formed(DOC, r"Vodedge[A-Z][A-Za-z]+", RUNBOOK)
 
 
 def test_requested_alerts_are_there() -> None:
@@ -79,9 +71,7 @@ def test_every_metric_is_one_the_appliance_exports() -> None:
 
 
 def test_promtool_parses_the_rules() -> None:
-    r = run([tool("promtool"), "check", "rules", str(ALERTS)])
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert f"SUCCESS: {len(RULES)} rules found" in r.stdout
+    promtool_check_rules(ALERTS, len(RULES))
 
 
 def test_runbook_sections_exist() -> None:
@@ -121,12 +111,7 @@ def ramp(*segments: tuple[float, int]) -> str:
     return " ".join(out)
 
 
-def expect(minutes: int, alert: str, *alerts: dict[str, str]) -> dict[str, Any]:
-    return {
-        "eval_time": f"{minutes}m",
-        "alertname": alert,
-        "exp_alerts": [{"exp_labels": a} for a in alerts],
-    }
+expect = expect_alerts
 
 
 def firing(severity: str = "warning", **labels: str) -> dict[str, str]:

@@ -11,6 +11,7 @@ from typing import Any
 from tests.ops.tools import (
     DASHBOARD,
     assert_panels_do_not_overlap,
+    dashboard_exprs,
     exported_metric_names,
     metric_names,
     promtool_check_exprs,
@@ -25,16 +26,7 @@ VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h", "$
 
 
 def exprs() -> list[str]:
-    """Every PromQL query: panel targets and annotation queries, variables substituted."""
-    raw = [t["expr"] for p in PANELS for t in p["targets"]]
-    raw += [a["expr"] for a in DASH["annotations"]["list"] if "expr" in a]
-    out = []
-    for e in raw:
-        for var, value in VARIABLES.items():
-            e = e.replace(var, value)
-        assert "$" not in e, f"unknown variable in {e}"
-        out.append(e)
-    return out
+    return dashboard_exprs(DASH, VARIABLES)
 
 
 def test_variables() -> None:

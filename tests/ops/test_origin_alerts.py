@@ -14,8 +14,11 @@ import yaml
 from tests.ops.tools import (
     ORIGIN_ALERTS,
     REPO,
+    assert_alert_rules_well_formed,
+    expect_alerts,
     metric_names,
     origin_exported_metric_names,
+    promtool_check_rules,
     run,
     tool,
     write_rules_without_annotations,
@@ -23,23 +26,12 @@ from tests.ops.tools import (
 
 DOC = yaml.safe_load(ORIGIN_ALERTS.read_text())
 RULES: list[dict[str, Any]] = [r for g in DOC["groups"] for r in g["rules"]]
-DURATION = re.compile(r"^\d+[smhd]$")
 RUNBOOK = re.compile(r"^docs/origin\.md#([a-z0-9-]+)$")
 ORIGIN_DOC = REPO / "docs" / "origin.md"
 
 
 def test_structure() -> None:
-    assert DOC["groups"] and all(g["name"] and g["rules"] for g in DOC["groups"])
-    names = [r["alert"] for r in RULES]
-    assert len(names) == len(set(names)), "alert names repeat"
-    for r in RULES:
-        assert set(r) == {"alert", "expr", "for", "labels", "annotations"}, r["alert"]
-        assert re.fullmatch(r"VodedgeOrigin[A-Z][A-Za-z]+", r["alert"]), r["alert"]
-        assert DURATION.match(str(r["for"])), r["alert"]
-        assert r["labels"]["severity"] in {"critical", "warning", "info"}, r["alert"]
-        ann = r["annotations"]
-        assert ann["summary"].strip() and ann["description"].strip(), r["alert"]
-        assert RUNBOOK.match(ann["runbook"]), r["alert"]
+    assert_alert_rules_well_formed(DOC, r"VodedgeOrigin[A-Z][A-Za-z]+", RUNBOOK)
 
 
 def test_every_metric_is_one_the_origin_exports(tmp_path: Path) -> None:
@@ -50,9 +42,7 @@ def test_every_metric_is_one_the_origin_exports(tmp_path: Path) -> None:
 
 
 def test_promtool_parses_the_rules() -> None:
-    r = run([tool("promtool"), "check", "rules", str(ORIGIN_ALERTS)])
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert f"SUCCESS: {len(RULES)} rules found" in r.stdout
+    promtool_check_rules(ORIGIN_ALERTS, len(RULES))
 
 
 def documented() -> dict[str, str]:
@@ -86,12 +76,7 @@ def series(name: str, values: str, target: dict[str, str] = SERVE, **labels: str
     return {"series": f"{name}{{{lab}}}", "values": values}
 
 
-def expect(minutes: int, alert: str, *alerts: dict[str, str]) -> dict[str, Any]:
-    return {
-        "eval_time": f"{minutes}m",
-        "alertname": alert,
-        "exp_alerts": [{"exp_labels": a} for a in alerts],
-    }
+expect = expect_alerts
 
 
 def firing(

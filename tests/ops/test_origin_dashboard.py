@@ -12,6 +12,7 @@ from typing import Any
 from tests.ops.tools import (
     ORIGIN_DASHBOARD,
     assert_panels_do_not_overlap,
+    dashboard_exprs,
     metric_names,
     origin_exported_metric_names,
     promtool_check_exprs,
@@ -33,20 +34,8 @@ VARIABLES = {
 FILTERS = ('instance=~"$instance"', 'instance=~"$worker"', 'instance=~"$instance|$worker"')
 
 
-def raw_exprs() -> list[str]:
-    raw = [t["expr"] for p in PANELS for t in p["targets"]]
-    return raw + [a["expr"] for a in DASH["annotations"]["list"] if "expr" in a]
-
-
 def exprs() -> list[str]:
-    """Every PromQL query: panel targets and annotation queries, variables substituted."""
-    out = []
-    for e in raw_exprs():
-        for var, value in VARIABLES.items():
-            e = e.replace(var, value)
-        assert "$" not in e, f"unknown variable in {e}"
-        out.append(e)
-    return out
+    return dashboard_exprs(DASH, VARIABLES)
 
 
 def test_variables() -> None:

@@ -164,3 +164,56 @@ def write_rules_without_annotations(doc: dict[str, Any], tmp: Path) -> Path:
     path = tmp / "rules.yml"
     path.write_text(yaml.safe_dump(stripped))
     return path
+
+
+def dashboard_exprs(dash: dict[str, Any], variables: dict[str, str]) -> list[str]:
+    """Every PromQL query of a Grafana dashboard (panel targets and annotation queries), with
+    its variables replaced by values Prometheus accepts; an unknown variable fails."""
+    raw = [t["expr"] for p in dash["panels"] if p["type"] != "row" for t in p["targets"]]
+    raw += [a["expr"] for a in dash["annotations"]["list"] if "expr" in a]
+    out = []
+    for e in raw:
+        for var, value in variables.items():
+            e = e.replace(var, value)
+        assert "$" not in e, f"unknown variable in {e}"
+        out.append(e)
+    return out
+
+
+_DURATION = re.compile(r"^\d+[smhd]$")
+
+
+def assert_alert_rules_well_formed(
+    doc: dict[str, Any], name: str, runbook: re.Pattern[str]
+) -> None:
+    """Groups and rules complete, alert names unique and matching ``name`` (a regex), a ``for``
+    duration, a known severity, a summary, a description and a runbook matching ``runbook``."""
+    assert doc["groups"] and all(g["name"] and g["rules"] for g in doc["groups"])
+    rules = [r for g in doc["groups"] for r in g["rules"]]
+    names = [r["alert"] for r in rules]
+    assert len(names) == len(set(names)), "alert names repeat"
+    for r in rules:
+        assert set(r) == {"alert", "expr", "for", "labels", "annotations"}, r["alert"]
+        assert re.fullmatch(name, r["alert"]), r["alert"]
+        assert _DURATION.match(str(r["for"])), r["alert"]
+        assert r["labels"]["severity"] in {"critical", "warning", "info"}, r["alert"]
+        ann = r["annotations"]
+        assert ann["summary"].strip() and ann["description"].strip(), r["alert"]
+        assert runbook.match(ann["runbook"]), r["alert"]
+
+
+def expect_alerts(minutes: int, alert: str, *alerts: dict[str, str]) -> dict[str, Any]:
+    """One ``alert_rule_test`` entry of ``promtool test rules``: at ``minutes``, ``alert`` fires
+    with exactly these label sets (none: it does not fire)."""
+    return {
+        "eval_time": f"{minutes}m",
+        "alertname": alert,
+        "exp_alerts": [{"exp_labels": a} for a in alerts],
+    }
+
+
+def promtool_check_rules(path: Path, count: int) -> None:
+    """``promtool check rules`` accepts the file and finds ``count`` rules in it."""
+    r = run([tool("promtool"), "check", "rules", str(path)])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"SUCCESS: {count} rules found" in r.stdout
