@@ -42,7 +42,7 @@ from appliance.respond import (
     simple_bytes,
 )
 from appliance.store import ObjectView, StoreBusy
-from vodedge.httpspec import RangeError, is_playlist, parse_range
+from vodedge.httpspec import PLAYLIST_EXTENSIONS, RangeError, is_playlist, parse_range_spec
 from vodedge.paths import PathError, parse_object_path
 from vodedge.tokens import TokenVerdict, verify
 
@@ -355,7 +355,7 @@ class HttpProtocol(asyncio.Protocol):
         )
         if cond.range is not None:
             try:
-                parse_range(cond.range, 1 << 62)
+                parse_range_spec(cond.range)
             except RangeError as e:
                 self._simple(req, 400, f"bad Range: {e}\n".encode(), path=obj.key)
                 return
@@ -394,8 +394,9 @@ class HttpProtocol(asyncio.Protocol):
         """Answer from the store; False (view released) when the object must be refilled."""
         meta = view.meta
         verify = self.w.cfg.storage.verify_checksums
-        head_only = req.method == b"HEAD"
-        if cond is NO_CONDITIONS and not (is_playlist(view.key) and _accepts_gzip(req)):
+        if cond is NO_CONDITIONS and not (
+            view.key.endswith(PLAYLIST_EXTENSIONS) and _accepts_gzip(req)
+        ):
             # The common case: a whole-object GET; its head is rendered once per object.
             status = 200
             chunks = [] if meta.length == 0 else view.read_verified(0, meta.nchunks - 1, verify)
@@ -404,17 +405,18 @@ class HttpProtocol(asyncio.Protocol):
                 view.release()
                 return False
             head = self.w.hit_heads.full(meta, meta.object_id, req.keep_alive, time.time())
+            nbytes = meta.length
         else:
             got = self._partial_hit(req, view, cond, verify)
             if got is None:
                 return False
-            status, head, chunks = got
+            status, head, chunks, nbytes = got
         transport = self.transport
         assert transport is not None
-        nbytes = 0
-        if head_only or not chunks:
+        if req.method == b"HEAD" or not chunks:
             transport.write(head)
             view.release()
+            nbytes = 0
         else:
             w = self.w
             if view.mapped and w.pins >= w.pin_budget:
@@ -423,7 +425,6 @@ class HttpProtocol(asyncio.Protocol):
                 chunks = [memoryview(bytes(c)) for c in chunks]
                 view.mapped = False
             transport.writelines([head, *chunks])
-            nbytes = sum(len(c) for c in chunks)
             if view.mapped and transport.get_write_buffer_size():
                 self._pinned.append(view)
                 w.pins += 1
@@ -435,8 +436,9 @@ class HttpProtocol(asyncio.Protocol):
 
     def _partial_hit(
         self, req: Request, view: ObjectView, cond: Conditions, verify: bool
-    ) -> tuple[int, bytes, list[memoryview]] | None:
-        """Range, conditional or gzip'd hits: (status, head, body pieces) or None to refill."""
+    ) -> tuple[int, bytes, list[memoryview], int] | None:
+        """Range, conditional or gzip'd hits: (status, head, body pieces, body length) or None
+        to refill."""
         meta = view.meta
         p = plan(meta, cond)
         chunks: list[memoryview] = []
@@ -473,7 +475,7 @@ class HttpProtocol(asyncio.Protocol):
             etag,
             body_length,
         )
-        return p.status, head, chunks
+        return p.status, head, chunks, p.body_length if body_length is None else body_length
 
     # -- miss (driven by the MissStream) -----------------------------------------------------
 

@@ -71,6 +71,22 @@ class RamCache:
         self.hits += 1
         return entry
 
+    def get_run(self, keys: tuple[bytes, ...], first: int, last: int) -> list[memoryview] | None:
+        """All of ``keys[first..last]`` if every one is here (each counted as a hit and made
+        most recent), else None with nothing counted: the caller then goes chunk by chunk."""
+        entries = self._entries
+        out = []
+        for i in range(first, last + 1):
+            entry = entries.get(keys[i])
+            if entry is None:
+                return None
+            out.append(entry)
+        touch = entries.move_to_end
+        for i in range(first, last + 1):
+            touch(keys[i])
+        self.hits += len(out)
+        return out
+
     def offer(self, key: bytes, verified: memoryview | bytes) -> None:
         """A chunk was just read from LMDB and its checksum matched: maybe keep a copy."""
         size = len(verified)

@@ -154,11 +154,13 @@ def head_bytes(
 
 
 def head_start(status: int, now: float, stored_at: float) -> bytes:
-    """Status line, Date and Age: the only parts of a hit's head that change over time."""
+    """Status line, Date and Age: the only parts of a hit's head that change over time, and
+    only from one whole second to the next (Age counts whole seconds of the clock, rounding up
+    rather than down, as RFC 9111 prefers an Age too high to one too low)."""
     return (
         f"HTTP/1.1 {status} {REASONS[status]}\r\n"
         f"Date: {_dates.get(now)}\r\n"
-        f"Age: {max(0, int(now - stored_at))}\r\n"
+        f"Age: {max(0, int(now) - int(stored_at))}\r\n"
     ).encode("latin-1")
 
 
@@ -198,26 +200,41 @@ def head_rest(
     return "".join(lines).encode("latin-1")
 
 
+class _Head:
+    __slots__ = ("head", "rest", "second")
+
+    def __init__(self, rest: bytes) -> None:
+        self.rest = rest
+        self.second = -1
+        self.head = b""
+
+
 class HitHeads:
     """Heads of plain full hits (200, no Range, no conditionals, identity), rendered once per
-    stored object and connection kind; only the status line, Date and Age are formatted per
-    request."""
+    stored object and connection kind; the status line, Date and Age once per second."""
 
     def __init__(self, cors_origin: str, max_entries: int = 65536) -> None:
         self._cors = cors_origin
         self._max = max_entries
-        self._rest: dict[tuple[bytes, bool], bytes] = {}
+        self._heads: dict[tuple[bytes, bool], _Head] = {}
 
     def full(self, facts: ObjectFacts, object_id: bytes, keep_alive: bool, now: float) -> bytes:
         k = (object_id, keep_alive)
-        rest = self._rest.get(k)
-        if rest is None:
-            if len(self._rest) >= self._max:
-                self._rest.clear()
-            rest = self._rest[k] = head_rest(
-                facts, Plan(200, 0, facts.length - 1), "vodedge; hit", self._cors, keep_alive
+        e = self._heads.get(k)
+        second = int(now)
+        if e is None:
+            if len(self._heads) >= self._max:
+                self._heads.clear()
+            e = self._heads[k] = _Head(
+                head_rest(
+                    facts, Plan(200, 0, facts.length - 1), "vodedge; hit", self._cors, keep_alive
+                )
             )
-        return head_start(200, now, facts.stored_at) + rest
+        elif e.second == second:
+            return e.head
+        e.second = second
+        e.head = head_start(200, now, facts.stored_at) + e.rest
+        return e.head
 
 
 _CORS_CACHE: dict[str, str] = {}

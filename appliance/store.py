@@ -115,6 +115,11 @@ def chunk_key(object_id: bytes, index: int) -> bytes:
     return _CHUNK_KEY.pack(object_id, index)
 
 
+def chunk_keys_of(meta: ObjectMeta) -> tuple[bytes, ...]:
+    oid = meta.object_id
+    return tuple(_CHUNK_KEY.pack(oid, i) for i in range(meta.nchunks))
+
+
 def split_chunks(body: bytes, chunk_size: int) -> list[bytes]:
     if not body:
         return []
@@ -129,17 +134,25 @@ class ObjectView:
     drained.
     """
 
-    __slots__ = ("_chunks", "_ram", "_txn", "disk", "key", "mapped", "meta")
+    __slots__ = ("_chunks", "_keys", "_ram", "_txn", "disk", "key", "mapped", "meta")
 
     def __init__(
-        self, disk: Disk, key: str, txn: Any, meta: ObjectMeta, ram: RamCache | None = None
+        self,
+        disk: Disk,
+        key: str,
+        txn: Any,
+        meta: ObjectMeta,
+        ram: RamCache | None,
+        chunk_keys: tuple[bytes, ...],
     ) -> None:
         self.disk = disk
         self.key = key
         self.meta = meta
         self._txn = txn
         self._chunks = disk.chunks_db
-        self._ram = ram if ram is not None and ram.enabled else None
+        self._ram = ram
+        """None when the RAM tier is off."""
+        self._keys = chunk_keys
         self.mapped = False
         """True once a chunk handed out points into the map (the view must stay pinned
         until the socket has sent it); chunks from the RAM tier need no pin."""
@@ -150,13 +163,17 @@ class ObjectView:
         Chunks in the RAM tier were verified when they were read from the map and are not
         hashed again; a chunk read from the map is verified (when ``verify``) and offered to it.
         """
+        ram = self._ram
+        keys = self._keys
+        if ram is not None:
+            whole = ram.get_run(keys, first, last)
+            if whole is not None:
+                return whole  # the hot case: every chunk in RAM, one call
         out = []
         sums = self.meta.checksums
-        oid = self.meta.object_id
-        ram = self._ram
         txn, db = self._txn, self._chunks
         for i in range(first, last + 1):
-            key = _CHUNK_KEY.pack(oid, i)
+            key = keys[i]
             if ram is not None:
                 c = ram.get(key)
                 if c is not None:
@@ -178,6 +195,20 @@ class ObjectView:
         if self._txn is not None:
             self._txn.abort()
             self._txn = None
+
+
+class _Known:
+    """What a hit needs about a key, kept between hits: where it lives, its meta record as
+    stored (to validate against) and decoded, and its chunk keys."""
+
+    __slots__ = ("chunk_keys", "disk", "kb", "meta", "raw")
+
+    def __init__(self, disk: Disk, kb: bytes, raw: bytes, meta: ObjectMeta) -> None:
+        self.disk = disk
+        self.kb = kb
+        self.raw = raw
+        self.meta = meta
+        self.chunk_keys = chunk_keys_of(meta)
 
 
 class Disk:
@@ -367,10 +398,13 @@ class Store:
         self.ram = RamCache(ram_bytes, cfg.chunk_size)
         """Verified hot chunks in this process's memory (``storage.ram_cache_size`` / workers)."""
         self.disks = [Disk(i, d, cfg.sync, max_readers) for i, d in enumerate(cfg.disks)]
-        # Decoded meta records by key, valid while the raw record is byte-identical: a hit
-        # compares ~150 bytes instead of decoding msgpack and building the dataclass.
-        self._meta_cache: dict[str, tuple[bytes, ObjectMeta]] = {}
-        self._meta_cache_size = meta_cache_size
+        self._ram = self.ram if self.ram.enabled else None
+        # Per key: its disk (placement is fixed while that disk is healthy; a failed disk never
+        # comes back in this process) and its decoded meta record, valid while the raw record
+        # is byte-identical: a hit compares ~150 bytes instead of hashing the key for placement,
+        # decoding msgpack and building the dataclass and the chunk keys.
+        self._known: dict[str, _Known] = {}
+        self._known_max = meta_cache_size
 
     def open(self) -> None:
         for d in self.disks:
@@ -395,24 +429,26 @@ class Store:
         """Pin and return the stored object for ``key`` (in-loop read), or None on a miss.
 
         Raises :class:`StoreBusy` when no reader slot is free."""
-        disk = self.disk_for(key)
-        if disk is None:
-            return None
+        known = self._known.get(key)
+        if known is not None and known.disk.failed is None:
+            disk, kb = known.disk, known.kb
+        else:
+            placed = self.disk_for(key)
+            if placed is None:
+                return None
+            disk, kb, known = placed, key.encode(), None
         try:
             txn = disk.env.begin(buffers=True)
             try:
-                raw = txn.get(key.encode(), db=disk.meta_db)
+                raw = txn.get(kb, db=disk.meta_db)
                 if raw is None:
                     txn.abort()
                     return None
-                cached = self._meta_cache.get(key)
-                if cached is not None and cached[0] == raw:
-                    meta = cached[1]
-                else:
-                    meta = ObjectMeta.decode(raw)
-                    if len(self._meta_cache) >= self._meta_cache_size:
-                        self._meta_cache.clear()
-                    self._meta_cache[key] = (bytes(raw), meta)
+                if known is None or known.raw != raw:
+                    known = _Known(disk, kb, bytes(raw), ObjectMeta.decode(raw))
+                    if len(self._known) >= self._known_max:
+                        self._known.clear()
+                    self._known[key] = known
             except BaseException:
                 txn.abort()
                 raise
@@ -423,7 +459,7 @@ class Store:
             return None
         except (ValueError, TypeError, msgpack.UnpackException):
             return None  # unreadable meta: treat as a miss; the refill replaces it
-        return ObjectView(disk, key, txn, meta, self.ram)
+        return ObjectView(disk, key, txn, known.meta, self._ram, known.chunk_keys)
 
     async def put(self, key: str, meta: ObjectMeta, chunks: list[bytes]) -> Disk:
         disk = self.disk_for(key)

@@ -87,9 +87,8 @@ class Worker:
         self.title_requests: defaultdict[str, int] = defaultdict(int)
         """Object requests per video_id since the supervisor last collected them."""
         self._limiters: dict[str, SharedRate] = {}
-        self._touches: defaultdict[int, defaultdict[str, int]] = defaultdict(
-            lambda: defaultdict(int)
-        )
+        self._touches: defaultdict[str, int] = defaultdict(int)
+        """Hits per key since the last flush; split by owning worker at flush time."""
         self._servers: list[asyncio.Server] = []
         self.tasks = TaskSet(log)
         self._peer_runner: web.AppRunner | None = None
@@ -147,7 +146,7 @@ class Worker:
         for p in list(self.protocols):
             p.close()
         await self.tasks.cancel_all()
-        own = self._touches.pop(self.index, None)
+        own = self._take_touches().get(self.index)
         if own:
             self._touch_from_peer(own)
         await self.cache.flush_stats()
@@ -177,7 +176,16 @@ class Worker:
 
     def record_hit(self, key: str) -> None:
         """Count a hit; the owner's policy gets the counts in a batch once a second."""
-        self._touches[owner_of(key, self.nworkers)][key] += 1
+        self._touches[key] += 1
+
+    def _take_touches(self) -> dict[int, dict[str, int]]:
+        """The hits counted since the last call, by owning worker."""
+        touches, self._touches = self._touches, defaultdict(int)
+        by_owner: dict[int, dict[str, int]] = {}
+        n = self.nworkers
+        for key, count in touches.items():
+            by_owner.setdefault(owner_of(key, n), {})[key] = count
+        return by_owner
 
     def store_busy(self) -> None:
         """No LMDB reader slot was free for a hit (answered 503 + Retry-After)."""
@@ -393,13 +401,12 @@ class Worker:
             self._flush_metrics()
             if self.access_log is not None:
                 self.access_log.flush()
-            touches, self._touches = self._touches, defaultdict(lambda: defaultdict(int))
-            for owner, counts in touches.items():
+            for owner, counts in self._take_touches().items():
                 if owner == self.index:
                     self._touch_from_peer(counts)
                     continue
                 try:
-                    await self.peers.touch(owner, dict(counts))
+                    await self.peers.touch(owner, counts)
                 except asyncio.CancelledError:
                     raise
                 except (aiohttp.ClientError, OSError):

@@ -12,6 +12,7 @@ No I/O: callers hand in header values and object facts, and get decisions back.
 from __future__ import annotations
 
 import email.utils
+import functools
 import time
 from dataclasses import dataclass
 from typing import Final
@@ -80,17 +81,10 @@ def parse_range(header: str | None, length: int) -> RangeResult:
     """Decide what a Range header asks of an object of ``length`` bytes."""
     if header is None:
         return None
-    value = header.strip()
-    unit, sep, spec = value.partition("=")
-    if not sep or unit.strip().lower() != "bytes":
-        raise RangeError("Range must be 'bytes=...'")
-    specs = [s.strip() for s in spec.split(",")]
-    if any(not s for s in specs):
-        raise RangeError("empty range in Range header")
-    parsed = [_parse_spec(s) for s in specs]
-    if len(parsed) > 1:
+    spec = parse_range_spec(header)
+    if spec is None:
         return None  # multi-range: whole body with 200 is allowed by RFC 9110
-    first, last = parsed[0]
+    first, last = spec
     if first is None:
         # suffix range: last `last` bytes
         assert last is not None
@@ -102,6 +96,25 @@ def parse_range(header: str | None, length: int) -> RangeResult:
         return UNSATISFIABLE
     end = length - 1 if last is None else min(last, length - 1)
     return ByteRange(first, end, length)
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_range_spec(header: str) -> tuple[int | None, int | None] | None:
+    """The syntax of a Range header, whatever the object: ``(first, last)`` of its one range
+    (``first`` None for a suffix, ``last`` None when open-ended), or None for several ranges;
+    :class:`RangeError` when malformed. Cached: players repeat the same few headers, and the
+    appliance checks a Range before it knows the object's length, then plans with it."""
+    value = header.strip()
+    unit, sep, spec = value.partition("=")
+    if not sep or unit.strip().lower() != "bytes":
+        raise RangeError("Range must be 'bytes=...'")
+    specs = [s.strip() for s in spec.split(",")]
+    if any(not s for s in specs):
+        raise RangeError("empty range in Range header")
+    parsed = [_parse_spec(s) for s in specs]
+    if len(parsed) > 1:
+        return None
+    return parsed[0]
 
 
 def _parse_spec(spec: str) -> tuple[int | None, int | None]:

@@ -97,6 +97,13 @@ def _read(store: Store, key: str) -> tuple[bytes | None, bool]:
         v.release()
 
 
+def _put_hot(store: Store, key: str, body: bytes) -> None:
+    """Store ``body`` and read it twice: verified from the map, then copied into the RAM tier."""
+    _put(store, key, body)
+    _read(store, key)
+    _read(store, key)
+
+
 def _rot(store: Store, key: str, index: int) -> None:
     """Bit rot: change a stored chunk's bytes behind the checksum's back."""
     v = store.open_view(key)
@@ -134,9 +141,7 @@ def test_rot_under_a_ram_copy_is_never_served_and_is_caught_once_out_of_ram(
     try:
         key = "/v/t/r/seg-00002.m4s"
         body = os.urandom(2 * MiB)
-        _put(store, key, body)
-        _read(store, key)
-        _read(store, key)
+        _put_hot(store, key, body)
         _rot(store, key, 1)
         assert _read(store, key) == (body, False)  # the verified copy, not the rotten disk
         store.ram.clear()
@@ -150,9 +155,7 @@ def test_a_refill_makes_the_old_copies_unreachable(tmp_path: Path) -> None:
     try:
         key = "/v/t/r/seg-00003.m4s"
         old, new = os.urandom(MiB + 1), os.urandom(MiB + 1)
-        _put(store, key, old)
-        _read(store, key)
-        _read(store, key)
+        _put_hot(store, key, old)
         assert len(store.ram) == 2
         _put(store, key, new)  # a purge + refill, or a refill after a checksum failure
         assert _read(store, key) == (new, True)
@@ -186,3 +189,53 @@ def test_the_daemon_serves_repeat_hits_from_ram_and_counts_them(
             time.sleep(0.2)
         assert app.metric("vodedge_ram_cache_chunk_reads_total", source="disk") == 6
         assert app.metric("vodedge_ram_cache_bytes") == len(body)
+
+
+def test_get_run_returns_every_chunk_or_none_and_counts_only_whole_runs() -> None:
+    ram = RamCache(64 * MiB)
+    for k in (b"a", b"b", b"c"):
+        ram.offer(k, k * 10)
+        ram.offer(k, k * 10)
+    keys = (b"a", b"b", b"c", b"missing")
+    got = ram.get_run(keys, 0, 2)
+    assert got is not None and [bytes(g) for g in got] == [b"a" * 10, b"b" * 10, b"c" * 10]
+    assert (ram.hits, ram.misses) == (3, 0)
+    assert ram.get_run(keys, 1, 3) is None  # one missing: nothing returned, nothing counted
+    assert (ram.hits, ram.misses) == (3, 0)
+    ram.get_run(keys, 0, 0)  # a run read refreshes its chunks: "a" is now the most recent
+    assert list(ram._entries) == [b"b", b"c", b"a"]  # LRU order, least recent first
+
+
+def test_an_object_partly_in_ram_is_read_whole_from_both_tiers(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    try:
+        key = "/v/t/r/seg-00004.m4s"
+        body = os.urandom(3 * MiB)
+        _put_hot(store, key, body)
+        assert len(store.ram) == 3
+        v = store.open_view(key)
+        assert v is not None
+        second = chunk_key(v.meta.object_id, 1)
+        v.release()
+        store.ram._entries.pop(second)  # as if the LRU had let just this one go
+        assert _read(store, key) == (body, True)  # chunk 1 from the map, verified
+    finally:
+        store.close()
+
+
+def test_a_key_whose_disk_fails_is_placed_again(tmp_path: Path) -> None:
+    disks = tuple(DiskConfig(tmp_path / f"d{i}", 64 * MiB) for i in range(2))
+    store = Store(StorageConfig(disks=disks, chunk_size=MiB, sync=False), ram_bytes=64 * MiB)
+    store.open()
+    try:
+        key = "/v/t/r/seg-00005.m4s"
+        body = os.urandom(MiB + 3)
+        _put(store, key, body)
+        holder = store.disk_for(key)
+        assert holder is not None and _read(store, key) == (body, True)  # placement remembered
+        holder.fail("test: I/O error")
+        assert store.open_view(key) is None  # a miss on the other disk, not the failed one
+        _put(store, key, body)  # the refill lands on the healthy disk
+        assert store.disk_for(key) is not holder and _read(store, key) == (body, True)
+    finally:
+        store.close()
