@@ -1,6 +1,6 @@
 """The supervisor: the appliance's main process.
 
-It binds the public sockets once and keeps the worker processes running
+It binds the public sockets (:mod:`appliance.listen`) and keeps the worker processes running
 (:mod:`appliance.workers`), and it is the only process that talks to the outside about the
 box: the admin API (:mod:`appliance.admin`), prefill jobs (:mod:`appliance.prefill_runner`),
 the heartbeat to the control plane (:mod:`appliance.heartbeat`) and systemd's notify protocol
@@ -24,9 +24,7 @@ import json
 import logging
 import os
 import signal
-import socket
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +44,7 @@ from appliance.config import (
 )
 from appliance.control import WorkerControl, WorkerUnavailable
 from appliance.heartbeat import Heartbeat
+from appliance.listen import Listeners
 from appliance.prefill_runner import PrefillManager
 from appliance.sampler import TrafficWindow, read_totals
 from appliance.worker import draining_flag
@@ -60,58 +59,6 @@ log = logging.getLogger("appliance.supervisor")
 STATS_INTERVAL = 5.0
 HUNG_AFTER_S = 30.0
 """A ready worker whose control socket stays unanswered this long is killed and restarted."""
-
-
-def bind(host: str, port: int, backlog: int = 65535, reuseport: bool = False) -> socket.socket:
-    """A listening socket; the kernel caps ``backlog`` at net.core.somaxconn (the sysctl file
-    raises it). IPv6 sockets are IPv6-only so "0.0.0.0:80" and "[::]:80" can both be listed.
-
-    ``reuseport``: one of several sockets on the same address (one per worker), the kernel
-    spreading new connections over them by hash. With one shared socket instead, whichever
-    worker woke first accepted a whole burst (libuv accepts until EAGAIN): 41 of 64 wrk
-    connections on one worker, 25 on the other, and the busier one capped the box's hit rate.
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    s = socket.socket(family, socket.SOCK_STREAM)
-    if family == socket.AF_INET6:
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuseport:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    s.bind((host, port))
-    s.listen(backlog)
-    s.set_inheritable(True)
-    return s
-
-
-def listen_sockets(
-    listen: Iterable[tuple[str, int]], workers: int
-) -> tuple[list[socket.socket], list[list[int]]]:
-    """One ``SO_REUSEPORT`` socket per worker and address: (all sockets, fds per worker).
-
-    A port already in use fails here, plainly: the first bind of each address is a probe
-    without ``SO_REUSEPORT``, so a second appliance (same user) cannot silently share the port.
-    """
-    sockets: list[socket.socket] = []
-    per_worker: list[list[int]] = [[] for _ in range(workers)]
-    try:
-        for host, port in listen:
-            try:
-                probe = bind(host, port)
-            except OSError as e:
-                raise OSError(e.errno, f"{host}:{port}: {e.strerror}") from None
-            port = probe.getsockname()[1]  # port 0 (tests): the probe picks it
-            probe.close()
-            for fds in per_worker:
-                s = bind(host, port, reuseport=True)
-                sockets.append(s)
-                fds.append(s.fileno())
-    except BaseException:
-        for s in sockets:
-            s.close()
-        raise
-    return sockets, per_worker
 
 
 def overlay_path(state_dir: Path) -> Path:
@@ -136,9 +83,14 @@ class Supervisor:
         self.started_at = time.time()
         self.notifier = Notifier()
         self.snapshot = cfg.run_dir / "config.json"
-        self.sockets: list[socket.socket] = []
+        self.listeners = Listeners(cfg.server.listen, cfg.server.workers)
         self.workers = WorkerSet(
-            cfg.server.workers, [], cfg.run_dir, self.snapshot, self.shutdown_grace, metrics_dir
+            cfg.server.workers,
+            self.listeners,
+            cfg.run_dir,
+            self.snapshot,
+            self.shutdown_grace,
+            metrics_dir,
         )
         self.control = WorkerControl(cfg.run_dir, cfg.server.workers, timeout=STATS_INTERVAL)
         self.prefill = PrefillManager(cfg.state_dir, cfg.run_dir, self.control, self.prefill_config)
@@ -167,9 +119,7 @@ class Supervisor:
         sm.START_TIME.set(self.started_at)
         sm.DRAINING.set(1 if self.draining else 0)
         try:
-            self.sockets, self.workers.fds = listen_sockets(
-                self.cfg.server.listen, self.cfg.server.workers
-            )
+            self.listeners.open()
         except OSError as e:
             log.error("cannot listen", extra={"error": str(e)})
             return 1
@@ -264,8 +214,7 @@ class Supervisor:
         if self._admin_runner is not None:
             await self._admin_runner.cleanup()
         await self.tasks.cancel_all()
-        for s in self.sockets:
-            s.close()
+        self.listeners.close()
         await asyncio.to_thread(self.workers.stop, self.shutdown_grace)
         await self.control.close()
         self.notifier.close()

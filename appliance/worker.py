@@ -35,6 +35,7 @@ from appliance.config import ApplianceConfig, load_snapshot
 from appliance.control_api import add_control_routes
 from appliance.fill import Fill, Filler, FillError, PrefillTag
 from appliance.http import GzipCache, HttpProtocol
+from appliance.listen import BACKLOG
 from appliance.peer import (
     MissResult,
     OwnerUnreachable,
@@ -116,10 +117,12 @@ class Worker:
         # overflowed with 4 workers and sent misses down the "owner unreachable" path.
         await web.UnixSite(self._peer_runner, str(sock_path), backlog=4096).start()
         for fd in self.listen_fds:
+            # Bound by the supervisor, not listening yet: create_server's listen() puts it in
+            # the address's SO_REUSEPORT group now that this worker can serve it.
             sock = socket.socket(fileno=fd)
             sock.setblocking(False)
             server = await self.loop.create_server(
-                lambda: HttpProtocol(self), sock=sock, backlog=4096
+                lambda: HttpProtocol(self), sock=sock, backlog=BACKLOG
             )
             self._servers.append(server)
         for coro in (

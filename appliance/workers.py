@@ -2,10 +2,11 @@
 
 Workers are fresh interpreters (``python -m appliance.worker``) that inherit their listening
 sockets by file descriptor — one ``SO_REUSEPORT`` socket per worker and address, so the kernel
-spreads connections evenly over the workers — and each opens its own
+spreads connections evenly over the workers (:mod:`appliance.listen`) — and each opens its own
 LMDB environments (LMDB handles must not cross ``fork``). A worker that exits is started again
-after a back-off that doubles while it keeps dying young. ``poll`` is cheap and called a few
-times a second from the supervisor's loop; nothing here blocks for long.
+after a back-off that doubles while it keeps dying young; meanwhile its sockets are closed if
+another worker runs, so no new connection waits for the replacement. ``poll`` is cheap and
+called a few times a second from the supervisor's loop; nothing here blocks for long.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance import supmetrics as sm
+from appliance.listen import Listeners
 
 log = logging.getLogger("appliance.supervisor")
 
@@ -44,14 +46,13 @@ class WorkerSet:
     def __init__(
         self,
         count: int,
-        fds: list[list[int]],
+        listeners: Listeners,
         run_dir: Path,
         snapshot: Path,
         shutdown_grace: float,
         metrics_dir: Path,
     ) -> None:
-        self.fds = fds
-        """Listening sockets per worker slot (a restarted worker gets its slot's sockets)."""
+        self.listeners = listeners
         self.run_dir = run_dir
         self.snapshot = snapshot
         self.shutdown_grace = shutdown_grace
@@ -63,6 +64,15 @@ class WorkerSet:
         return len(self.workers)
 
     def spawn(self, w: WorkerProc) -> None:
+        try:
+            fds = self.listeners.fds_for(w.index)
+        except OSError as e:
+            w.restarts += 1
+            w.restart_at = time.monotonic() + restart_delay(w.restarts)
+            log.error(
+                "cannot listen for a worker; retrying", extra={"worker": w.index, "error": str(e)}
+            )
+            return
         w.ready_file = self.run_dir / f"worker-{w.index}.ready"
         w.ready_file.unlink(missing_ok=True)
         argv = [
@@ -76,7 +86,7 @@ class WorkerSet:
             "--workers",
             str(len(self.workers)),
             "--fds",
-            ",".join(map(str, self.fds[w.index])),
+            ",".join(map(str, fds)),
             "--root-pid",
             str(os.getpid()),
             "--shutdown-grace",
@@ -84,7 +94,7 @@ class WorkerSet:
             "--ready-file",
             str(w.ready_file),
         ]
-        w.proc = subprocess.Popen(argv, pass_fds=self.fds[w.index])
+        w.proc = subprocess.Popen(argv, pass_fds=fds)
         w.started = time.monotonic()
         w.restart_at = None
         log.info("worker started", extra={"worker": w.index, "pid": w.proc.pid})
@@ -116,6 +126,11 @@ class WorkerSet:
             if code is None:
                 continue
             self._mark_dead(w.proc.pid)
+            others = self.running() > 0
+            if others:
+                # The kernel would keep handing this slot new connections until the
+                # replacement runs: close its sockets so the others take them now.
+                self.listeners.release(w.index)
             w.restarts = w.restarts + 1 if now - w.started < 10 else 0
             delay = restart_delay(w.restarts)
             w.restart_at = now + delay
@@ -123,7 +138,12 @@ class WorkerSet:
             sm.WORKER_RESTARTS.inc()
             log.error(
                 "worker exited; restarting",
-                extra={"worker": w.index, "code": code, "delay_s": round(delay, 2)},
+                extra={
+                    "worker": w.index,
+                    "code": code,
+                    "delay_s": round(delay, 2),
+                    "sockets_closed": others,
+                },
             )
         sm.WORKERS_RUNNING.set(self.running())
 

@@ -300,6 +300,17 @@ def summarize(runs: list[Run], s: Settings) -> list[dict[str, Any]]:
             mine = [r for r in runs if r.size == size and r.server == name]
             rps = median([r.req_per_s for r in mine])
             cpu = median([r.cpu_s_per_gb for r in mine])
+            # Paired by round (the same minute of the machine's life): drift between rounds,
+            # which moves every server alike, cancels out of these.
+            ref_by_round = {r.round: r for r in ref}
+            paired = [
+                (
+                    r.req_per_s / ref_by_round[r.round].req_per_s,
+                    r.cpu_s_per_gb / ref_by_round[r.round].cpu_s_per_gb,
+                )
+                for r in mine
+                if r.round in ref_by_round
+            ]
             out.append(
                 {
                     "server": name,
@@ -317,6 +328,13 @@ def summarize(runs: list[Run], s: Settings) -> list[dict[str, Any]]:
                     "client_cpu_share": sum(r.client_cpu_s for r in mine)
                     / sum(r.client_cpu_s + r.server_cpu_s for r in mine),
                     "runs_req_per_s": [round(r.req_per_s) for r in mine],
+                    "rounds_vs_varnish": [[round(a, 2), round(b, 2)] for a, b in paired],
+                    "paired_req_per_s_vs_varnish": median([a for a, _ in paired])
+                    if paired
+                    else float("nan"),
+                    "paired_cpu_s_per_gb_vs_varnish": median([b for _, b in paired])
+                    if paired
+                    else float("nan"),
                     "errors": sum(sum(r.errors.values()) for r in mine),
                 }
             )
@@ -340,6 +358,7 @@ def format_summary(rows: list[dict[str, Any]]) -> str:
             "other %",
             "wrk CPU %",
             "req/s per round",
+            "x Varnish per round (req/s, CPU-s/GB)",
             "errors",
         ],
         [
@@ -358,6 +377,7 @@ def format_summary(rows: list[dict[str, Any]]) -> str:
                 f"{100 * r['other']:.0f}",
                 f"{100 * r['client_cpu_share']:.0f}",
                 " ".join(str(x) for x in r["runs_req_per_s"]),
+                " ".join(f"{a:.2f}/{b:.2f}" for a, b in r["rounds_vs_varnish"]),
                 r["errors"],
             ]
             for r in rows
@@ -376,7 +396,9 @@ def verdict(rows: list[dict[str, Any]]) -> list[str]:
         lines.append(
             f"target {r['size']}: req/s >= 1.0x Varnish: {'met' if rps_ok else 'NOT met'} "
             f"({r['req_per_s_vs_varnish']:.2f}x); CPU-s/GB <= Varnish: "
-            f"{'met' if cpu_ok else 'NOT met'} ({r['cpu_s_per_gb_vs_varnish']:.2f}x)"
+            f"{'met' if cpu_ok else 'NOT met'} ({r['cpu_s_per_gb_vs_varnish']:.2f}x); "
+            f"median of the per-round ratios {r['paired_req_per_s_vs_varnish']:.2f}x req/s, "
+            f"{r['paired_cpu_s_per_gb_vs_varnish']:.2f}x CPU-s/GB"
         )
     return lines
 

@@ -121,3 +121,38 @@ def test_sighup_applies_live_changes_and_rejects_a_broken_file(
             assert requests.get(f"{app.base_url}/t/{token}{key}", timeout=5).status_code == 200
             assert requests.get(app.base_url + key, timeout=5).status_code == 403
         assert app.admin("GET", "/admin/v1/status")[1]["config_digest"] == new_digest
+
+
+def test_while_a_worker_is_down_new_connections_go_to_the_others(
+    module_tmp: Path, upstream: Upstream
+) -> None:
+    """A worker that keeps dying (its replacement cannot start) must not take a share of new
+    connections: each would wait on its socket until a replacement serves, i.e. here never."""
+    key = "/v/lc4/r/seg-00001.m4s"
+    body = os.urandom(64 * 1024)
+    upstream.put(key, body)
+    with run_appliance(module_tmp / "lc4", [upstream.base_url], workers=2) as app:
+        assert requests.get(app.base_url + key, timeout=10).content == body
+        snapshot = app.var / "run" / "config.json"
+        good = snapshot.read_text()
+        snapshot.write_text("{ not json")  # every replacement now dies at start-up
+        try:
+            os.kill(app.worker_pids()[0], signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while "worker exited" not in app.proc.log_path.read_text():
+                assert time.monotonic() < deadline, "the supervisor did not notice"
+                time.sleep(0.05)
+            served, until = 0, time.monotonic() + 3
+            while time.monotonic() < until:  # a fresh connection per request
+                r = requests.get(app.base_url + key, headers={"Connection": "close"}, timeout=2)
+                assert r.status_code == 200 and r.content == body
+                served += 1
+            assert served >= 20
+            assert app.metric("vodedge_worker_restarts_total") >= 2  # really kept dying
+        finally:
+            snapshot.write_text(good)
+        deadline = time.monotonic() + 30  # the slot comes back and takes connections again
+        while app.metric("vodedge_workers_running") < 2:
+            assert time.monotonic() < deadline, "the worker never came back"
+            time.sleep(0.2)
+        assert '"sockets_closed":true' in app.proc.log_path.read_text()
