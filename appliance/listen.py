@@ -13,14 +13,21 @@ that is not up yet).
 
 The price of a socket per worker: while a worker is down, the kernel would keep hashing new
 connections to its socket, where they would wait for the replacement (at least the 0.2 s
-restart back-off plus start-up; seconds while a worker keeps dying). So when a worker dies and
-another one still runs, the supervisor closes the dead worker's sockets (:meth:`release`): new
-connections go to the others at once, and with ``net.ipv4.tcp_migrate_req = 1`` (set by
-``firmware-config/sysctl.d``) the connections already queued on them move to a sibling's
-queue too; without it the kernel resets those few. The replacement gets fresh sockets on the
-same addresses (:meth:`fds_for`), which join the group when it listens. The last running
-worker's sockets are kept: with nobody else to take them, queued connections are better off
-waiting for its replacement.
+restart back-off plus start-up; seconds while a worker keeps dying, or for ever if its start-up
+hangs). So when a worker dies the supervisor closes its sockets (:meth:`release`): new
+connections go to the workers that serve, at once, and with ``net.ipv4.tcp_migrate_req = 1``
+(set by ``firmware-config/sysctl.d``) the connections already queued on them move to a
+sibling's queue too; without it, or with no worker serving, the kernel resets those few. The
+replacement gets fresh sockets on the same addresses (:meth:`fds_for`), which join the group
+when it listens. So a socket in the group always belongs to a worker that serves; when none
+does (every worker down at once), connections are refused until one is back, and players
+retry or go to another appliance rather than hang.
+
+The check for a port in use (:meth:`Listeners.open`) catches any socket *listening* on the
+port (another server, or an appliance whose workers serve). It cannot see an appliance of the
+same user whose workers are still starting (bound, not yet listening, sockets with
+``SO_REUSEADDR``/``SO_REUSEPORT`` do not conflict, and a plain bind would also refuse the
+``TIME_WAIT`` connections of a just-restarted appliance); systemd runs one instance per box.
 """
 
 from __future__ import annotations
@@ -70,9 +77,10 @@ class Listeners:
     def open(self) -> None:
         """Bind every slot's sockets; :class:`OSError` naming the address when one is in use.
 
-        The first bind of each address is a probe without ``SO_REUSEPORT``, so a port already
-        in use fails here, plainly: a second appliance (same user) cannot silently share it
-        (a port taken by a socket that is bound but not listening counts as in use too).
+        The first bind of each address is a probe without ``SO_REUSEPORT``, so a port another
+        socket listens on fails here, plainly: a second appliance (same user) cannot silently
+        share a port the first one serves (see the module notes for the one window this does
+        not cover).
         """
         try:
             for host, port in self._wanted:

@@ -71,19 +71,19 @@ class RamCache:
         self.hits += 1
         return entry
 
-    def get_run(self, keys: tuple[bytes, ...], first: int, last: int) -> list[memoryview] | None:
-        """All of ``keys[first..last]`` if every one is here (each counted as a hit and made
-        most recent), else None with nothing counted: the caller then goes chunk by chunk."""
+    def get_run(self, keys: tuple[bytes, ...]) -> list[memoryview] | None:
+        """Every one of ``keys`` if all are here (each counted as a hit and made most recent),
+        else None with nothing counted: the caller then goes chunk by chunk."""
         entries = self._entries
         out = []
-        for i in range(first, last + 1):
-            entry = entries.get(keys[i])
+        for k in keys:
+            entry = entries.get(k)
             if entry is None:
                 return None
             out.append(entry)
         touch = entries.move_to_end
-        for i in range(first, last + 1):
-            touch(keys[i])
+        for k in keys:
+            touch(k)
         self.hits += len(out)
         return out
 

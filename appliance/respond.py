@@ -154,13 +154,12 @@ def head_bytes(
 
 
 def head_start(status: int, now: float, stored_at: float) -> bytes:
-    """Status line, Date and Age: the only parts of a hit's head that change over time, and
-    only from one whole second to the next (Age counts whole seconds of the clock, rounding up
-    rather than down, as RFC 9111 prefers an Age too high to one too low)."""
+    """Status line, Date and Age: the only parts of a hit's head that change over time (each
+    in whole seconds)."""
     return (
         f"HTTP/1.1 {status} {REASONS[status]}\r\n"
         f"Date: {_dates.get(now)}\r\n"
-        f"Age: {max(0, int(now) - int(stored_at))}\r\n"
+        f"Age: {max(0, int(now - stored_at))}\r\n"
     ).encode("latin-1")
 
 
@@ -201,17 +200,19 @@ def head_rest(
 
 
 class _Head:
-    __slots__ = ("head", "rest", "second")
+    __slots__ = ("age", "head", "rest", "second")
 
     def __init__(self, rest: bytes) -> None:
         self.rest = rest
         self.second = -1
+        self.age = -1
         self.head = b""
 
 
 class HitHeads:
     """Heads of plain full hits (200, no Range, no conditionals, identity), rendered once per
-    stored object and connection kind; the status line, Date and Age once per second."""
+    stored object and connection kind; the status line, Date and Age again only when the whole
+    second of Date or of Age changes (at most twice a second)."""
 
     def __init__(self, cors_origin: str, max_entries: int = 65536) -> None:
         self._cors = cors_origin
@@ -222,6 +223,7 @@ class HitHeads:
         k = (object_id, keep_alive)
         e = self._heads.get(k)
         second = int(now)
+        age = int(now - facts.stored_at)
         if e is None:
             if len(self._heads) >= self._max:
                 self._heads.clear()
@@ -230,9 +232,10 @@ class HitHeads:
                     facts, Plan(200, 0, facts.length - 1), "vodedge; hit", self._cors, keep_alive
                 )
             )
-        elif e.second == second:
+        elif e.second == second and e.age == age:
             return e.head
         e.second = second
+        e.age = age
         e.head = head_start(200, now, facts.stored_at) + e.rest
         return e.head
 

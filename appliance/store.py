@@ -143,7 +143,7 @@ class ObjectView:
         txn: Any,
         meta: ObjectMeta,
         ram: RamCache | None,
-        chunk_keys: tuple[bytes, ...],
+        chunk_keys: tuple[bytes, ...] | None,
     ) -> None:
         self.disk = disk
         self.key = key
@@ -153,6 +153,7 @@ class ObjectView:
         self._ram = ram
         """None when the RAM tier is off."""
         self._keys = chunk_keys
+        """All chunk keys, or None for a large object (built per read, for the chunks read)."""
         self.mapped = False
         """True once a chunk handed out points into the map (the view must stay pinned
         until the socket has sent it); chunks from the RAM tier need no pin."""
@@ -163,17 +164,24 @@ class ObjectView:
         Chunks in the RAM tier were verified when they were read from the map and are not
         hashed again; a chunk read from the map is verified (when ``verify``) and offered to it.
         """
-        ram = self._ram
+        sums = self.meta.checksums
+        if last >= len(sums):
+            return None  # a record whose length and chunk list disagree: refill it
         keys = self._keys
+        if keys is not None:
+            if first or last != len(keys) - 1:
+                keys = keys[first : last + 1]
+        else:
+            oid = self.meta.object_id
+            keys = tuple(_CHUNK_KEY.pack(oid, i) for i in range(first, last + 1))
+        ram = self._ram
         if ram is not None:
-            whole = ram.get_run(keys, first, last)
+            whole = ram.get_run(keys)
             if whole is not None:
                 return whole  # the hot case: every chunk in RAM, one call
         out = []
-        sums = self.meta.checksums
         txn, db = self._txn, self._chunks
-        for i in range(first, last + 1):
-            key = keys[i]
+        for i, key in enumerate(keys, first):
             if ram is not None:
                 c = ram.get(key)
                 if c is not None:
@@ -197,9 +205,15 @@ class ObjectView:
             self._txn = None
 
 
+KNOWN_CHUNK_KEYS_MAX = 64
+"""Chunk keys are kept per known key only for objects of at most this many chunks (segments):
+~50 B each, they would make the table of known keys large for multi-GB single-file renditions,
+which are read by Range a few chunks at a time anyway."""
+
+
 class _Known:
     """What a hit needs about a key, kept between hits: where it lives, its meta record as
-    stored (to validate against) and decoded, and its chunk keys."""
+    stored (to validate against) and decoded, and its chunk keys (small objects)."""
 
     __slots__ = ("chunk_keys", "disk", "kb", "meta", "raw")
 
@@ -208,7 +222,7 @@ class _Known:
         self.kb = kb
         self.raw = raw
         self.meta = meta
-        self.chunk_keys = chunk_keys_of(meta)
+        self.chunk_keys = chunk_keys_of(meta) if meta.nchunks <= KNOWN_CHUNK_KEYS_MAX else None
 
 
 class Disk:

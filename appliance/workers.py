@@ -4,8 +4,8 @@ Workers are fresh interpreters (``python -m appliance.worker``) that inherit the
 sockets by file descriptor — one ``SO_REUSEPORT`` socket per worker and address, so the kernel
 spreads connections evenly over the workers (:mod:`appliance.listen`) — and each opens its own
 LMDB environments (LMDB handles must not cross ``fork``). A worker that exits is started again
-after a back-off that doubles while it keeps dying young; meanwhile its sockets are closed if
-another worker runs, so no new connection waits for the replacement. ``poll`` is cheap and
+after a back-off that doubles while it keeps dying young; its sockets are closed when it dies,
+so no new connection waits for the replacement. ``poll`` is cheap and
 called a few times a second from the supervisor's loop; nothing here blocks for long.
 """
 
@@ -126,11 +126,9 @@ class WorkerSet:
             if code is None:
                 continue
             self._mark_dead(w.proc.pid)
-            others = self.running() > 0
-            if others:
-                # The kernel would keep handing this slot new connections until the
-                # replacement runs: close its sockets so the others take them now.
-                self.listeners.release(w.index)
+            # The kernel would keep handing this slot new connections until a replacement
+            # serves: close its sockets so the workers that serve take them now.
+            self.listeners.release(w.index)
             w.restarts = w.restarts + 1 if now - w.started < 10 else 0
             delay = restart_delay(w.restarts)
             w.restart_at = now + delay
@@ -142,7 +140,6 @@ class WorkerSet:
                     "worker": w.index,
                     "code": code,
                     "delay_s": round(delay, 2),
-                    "sockets_closed": others,
                 },
             )
         sm.WORKERS_RUNNING.set(self.running())

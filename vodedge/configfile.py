@@ -134,7 +134,7 @@ def parse_listen(value: str) -> tuple[str, int]:
     if not isinstance(value, str):
         raise ValueError(f"expected 'host:port', got {value!r}")
     host, sep, port_s = value.rpartition(":")
-    if not sep or not port_s.isdigit():
+    if not sep or not (port_s.isascii() and port_s.isdigit()):
         raise ValueError(f"expected 'host:port', got {value!r}")
     host = host.strip("[]")
     port = int(port_s)

@@ -98,12 +98,21 @@ def parse_range(header: str | None, length: int) -> RangeResult:
     return ByteRange(first, end, length)
 
 
-@functools.lru_cache(maxsize=4096)
 def parse_range_spec(header: str) -> tuple[int | None, int | None] | None:
     """The syntax of a Range header, whatever the object: ``(first, last)`` of its one range
     (``first`` None for a suffix, ``last`` None when open-ended), or None for several ranges;
-    :class:`RangeError` when malformed. Cached: players repeat the same few headers, and the
-    appliance checks a Range before it knows the object's length, then plans with it."""
+    :class:`RangeError` when malformed. Short headers (all that players send) are cached:
+    players repeat the same few, and the appliance checks a Range before it knows the object's
+    length, then plans with it; long ones (a client's choice) are parsed every time."""
+    if len(header) <= _RANGE_CACHE_MAX_LEN:
+        return _cached_range_spec(header)
+    return _range_spec(header)
+
+
+_RANGE_CACHE_MAX_LEN = 64
+
+
+def _range_spec(header: str) -> tuple[int | None, int | None] | None:
     value = header.strip()
     unit, sep, spec = value.partition("=")
     if not sep or unit.strip().lower() != "bytes":
@@ -117,12 +126,15 @@ def parse_range_spec(header: str) -> tuple[int | None, int | None] | None:
     return parsed[0]
 
 
+_cached_range_spec = functools.lru_cache(maxsize=4096)(_range_spec)
+
+
 def _parse_spec(spec: str) -> tuple[int | None, int | None]:
     a, sep, b = spec.partition("-")
     if not sep:
         raise RangeError(f"bad range spec {spec!r}")
     a, b = a.strip(), b.strip()
-    if (a and not a.isdigit()) or (b and not b.isdigit()) or len(a) > 18 or len(b) > 18:
+    if not _digits(a) or not _digits(b) or len(a) > 18 or len(b) > 18:
         raise RangeError(f"bad range spec {spec!r}")
     if not a:
         if not b:
@@ -133,6 +145,11 @@ def _parse_spec(spec: str) -> tuple[int | None, int | None]:
     if last is not None and last < first:
         raise RangeError(f"range end before start in {spec!r}")
     return first, last
+
+
+def _digits(s: str) -> bool:
+    """Empty, or ASCII digits only (``str.isdigit`` also takes "²", which ``int`` refuses)."""
+    return not s or (s.isascii() and s.isdigit())
 
 
 def _etag_list(header: str) -> list[str]:

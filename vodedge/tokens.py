@@ -38,7 +38,7 @@ def sign(kid: str, secret: bytes, video_id: str, expires: int) -> str:
 
 def verify(token: str, video_id: str, keys: Mapping[str, bytes], now: float) -> TokenVerdict:
     parts = token.split(".")
-    if len(parts) != 3 or not parts[1].isdigit() or len(parts[1]) > 12:
+    if len(parts) != 3 or not (parts[1].isascii() and parts[1].isdigit()) or len(parts[1]) > 12:
         return TokenVerdict.MALFORMED
     kid, exp_s, sig = parts
     secret = keys.get(kid)

@@ -361,3 +361,28 @@ def test_request_body_is_refused(app: Appliance) -> None:
         )
         data = _recv_all(s)
     assert data.startswith(b"HTTP/1.1 413")
+
+
+def test_body_bytes_counted_are_the_bytes_sent(app: Appliance) -> None:
+    wait_hit(app, SEG)
+    etag = get(app, SEG).headers["ETag"]
+
+    def counted() -> float:
+        """The hit bytes counted, once the workers' once-a-second flushes have caught up."""
+        deadline = time.monotonic() + 15
+        last = app.metric("vodedge_response_bytes_total", outcome="hit")
+        while True:
+            time.sleep(1.1)
+            now = app.metric("vodedge_response_bytes_total", outcome="hit")
+            if now == last:
+                return now
+            assert time.monotonic() < deadline, "the byte count never settled"
+            last = now
+
+    before = counted()
+    assert len(get(app, SEG, Range="bytes=1048570-1048580").content) == 11  # 206
+    assert requests.head(app.base_url + SEG, timeout=5).status_code == 200  # no body
+    assert get(app, SEG, **{"If-None-Match": etag}).status_code == 304  # no body
+    assert get(app, SEG, Range=f"bytes={len(BODY)}-").status_code == 416  # no body
+    assert len(get(app, SEG).content) == len(BODY)  # 200
+    assert counted() - before == 11 + len(BODY)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ import requests
 
 from appliance.config import DiskConfig, StorageConfig
 from appliance.ramcache import RamCache
-from appliance.store import Store, chunk_key, new_meta, split_chunks
+from appliance.store import KNOWN_CHUNK_KEYS_MAX, Store, chunk_key, new_meta, split_chunks
 from tests.support.appliance_proc import Upstream, run_appliance
 
 MiB = 2**20
@@ -196,13 +197,12 @@ def test_get_run_returns_every_chunk_or_none_and_counts_only_whole_runs() -> Non
     for k in (b"a", b"b", b"c"):
         ram.offer(k, k * 10)
         ram.offer(k, k * 10)
-    keys = (b"a", b"b", b"c", b"missing")
-    got = ram.get_run(keys, 0, 2)
+    got = ram.get_run((b"a", b"b", b"c"))
     assert got is not None and [bytes(g) for g in got] == [b"a" * 10, b"b" * 10, b"c" * 10]
     assert (ram.hits, ram.misses) == (3, 0)
-    assert ram.get_run(keys, 1, 3) is None  # one missing: nothing returned, nothing counted
+    assert ram.get_run((b"b", b"c", b"missing")) is None  # nothing returned, nothing counted
     assert (ram.hits, ram.misses) == (3, 0)
-    ram.get_run(keys, 0, 0)  # a run read refreshes its chunks: "a" is now the most recent
+    ram.get_run((b"a",))  # a run read refreshes its chunks: "a" is now the most recent
     assert list(ram._entries) == [b"b", b"c", b"a"]  # LRU order, least recent first
 
 
@@ -237,5 +237,52 @@ def test_a_key_whose_disk_fails_is_placed_again(tmp_path: Path) -> None:
         assert store.open_view(key) is None  # a miss on the other disk, not the failed one
         _put(store, key, body)  # the refill lands on the healthy disk
         assert store.disk_for(key) is not holder and _read(store, key) == (body, True)
+    finally:
+        store.close()
+
+
+def _small_chunk_store(tmp: Path, chunk: int) -> Store:
+    cfg = StorageConfig(disks=(DiskConfig(tmp / "d0", 64 * MiB),), chunk_size=chunk, sync=False)
+    store = Store(cfg, ram_bytes=64 * MiB)
+    store.open()
+    return store
+
+
+def test_a_large_object_keeps_no_chunk_keys_and_reads_ranges_from_both_tiers(
+    tmp_path: Path,
+) -> None:
+    chunk = 4096
+    store = _small_chunk_store(tmp_path, chunk)
+    try:
+        key = "/v/t/r/rendition.mp4"
+        body = os.urandom((KNOWN_CHUNK_KEYS_MAX + 6) * chunk + 5)
+        chunks = split_chunks(body, chunk)
+        meta = new_meta(chunks, len(body), "video/mp4", '"e"', 0.0, "public", chunk)
+        asyncio.run(store.put(key, meta, chunks))
+        for _ in range(3):  # disk, disk (copied into RAM), then RAM
+            v = store.open_view(key)
+            assert v is not None and v._keys is None
+            got = v.read_verified(10, 12, True)
+            v.release()
+            assert got is not None and b"".join(got) == body[10 * chunk : 13 * chunk]
+        assert store.ram.admitted == 3 and store.ram.hits == 3
+        assert _read(store, key)[0] == body
+    finally:
+        store.close()
+
+
+def test_a_record_whose_chunks_do_not_cover_its_length_reads_as_none(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    try:
+        key = "/v/t/r/seg-00006.m4s"
+        body = os.urandom(MiB + 7)
+        chunks = split_chunks(body, MiB)
+        meta = new_meta(chunks, len(body), "video/iso.segment", '"e"', 0.0, "public", MiB)
+        bad = dataclasses.replace(meta, length=3 * MiB)  # says 3 chunks, lists 2
+        asyncio.run(store.put(key, bad, chunks))
+        v = store.open_view(key)
+        assert v is not None
+        assert v.read_verified(2, 2, True) is None  # dropped and refilled by the caller
+        v.release()
     finally:
         store.close()

@@ -30,6 +30,7 @@ from vodedge.httpspec import (
         ("bytes=0-0", 0, UNSATISFIABLE),
         ("bytes=0-1,4-5", 100, None),
         (" bytes = 3-4 ", 100, ByteRange(3, 4, 100)),
+        ("bytes=" + "0" * 17 + "3-4" + " " * 60, 100, ByteRange(3, 4, 100)),  # long: not cached
     ],
 )
 def test_parse_range(header: str | None, length: int, want: object) -> None:
@@ -37,11 +38,24 @@ def test_parse_range(header: str | None, length: int, want: object) -> None:
 
 
 @pytest.mark.parametrize(
-    "header", ["bytes=", "bytes=a-b", "bytes=5-1", "items=0-1", "bytes=-", "0-1", "bytes=1-2,"]
+    "header",
+    [
+        "bytes=",
+        "bytes=a-b",
+        "bytes=5-1",
+        "items=0-1",
+        "bytes=-",
+        "0-1",
+        "bytes=1-2,",
+        "bytes=\u00b2-",  # a digit to str.isdigit, not to int()
+        "bytes=-\u0663",  # an Arabic-Indic three: int() takes it, HTTP does not
+        "bytes=1-2," + " " * 80 + "x",  # long: parsed without the cache, still refused
+    ],
 )
 def test_malformed_range(header: str) -> None:
-    with pytest.raises(RangeError):
-        parse_range(header, 100)
+    for _ in range(2):  # a refusal is not cached: the same answer the second time
+        with pytest.raises(RangeError):
+            parse_range(header, 100)
 
 
 def test_content_range_text() -> None:
