@@ -89,6 +89,8 @@ class CacheManager:
                     n += 1
             except Exception as e:  # an unreadable environment takes the disk out
                 disk.fail(f"scan failed: {e}")
+                continue
+            pol.settle_after_restore(now)
         self._evict_wanted.set()
         return n
 

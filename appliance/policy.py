@@ -43,7 +43,8 @@ objects recently evicted (their popularity part only: a viewer's boost is gone s
 and a floor made of boosts froze admission), decayed like the counts. Only a rate above
 ``ADMIT_FACTOR`` x floor is stored (hysteresis; most misses, one-hit tail files, cost one rate
 evaluation). While the disk has free space, and
-until the first evictions have set the floor, everything is admitted.
+until the first evictions have set the floor, everything is admitted; after a restart the
+floor is seeded from the restored objects (:meth:`CachePolicy.settle_after_restore`).
 
 **Eviction** takes the lowest rate among ``SAMPLES`` stored objects drawn at random (rates change
 with time and sessions, so they are evaluated when needed instead of kept in an ordered index),
@@ -99,6 +100,11 @@ ADMIT_FACTOR = 1.7
 
 FLOOR_ALPHA = 0.05
 """Weight of each new victim in the moving average that is the admission floor."""
+FLOOR_SEED_DRAWS = 8
+"""After a restart, the floor starts as the mean rate of this many sampled would-be victims..."""
+FLOOR_SEED_FULL = 0.9
+"""...when the restored objects fill at least this share of the budget (else misses are admitted
+into the free space anyway)."""
 
 SAMPLES = 16
 """Stored objects drawn per eviction; the lowest rate among them goes."""
@@ -439,6 +445,23 @@ class CachePolicy:
             self.on_remove(key)
             victims.append(key)
         return victims
+
+    def settle_after_restore(self, now: float) -> None:
+        """Set the admission floor from what is stored, once everything is restored.
+
+        The floor is learnt from victims; after a restart there were none yet, so every miss
+        was admitted until enough evictions had set it again (one-hit files flushed the rates'
+        best objects each restart). A nearly full cache starts with the floor its next
+        victims would give: the mean rate of ``FLOOR_SEED_DRAWS`` sampled lowest-rate objects.
+        """
+        if not self._entries or self._used < FLOOR_SEED_FULL * self.capacity:
+            return
+        entries = self._entries
+        total = 0.0
+        for _ in range(FLOOR_SEED_DRAWS):
+            e = entries[self._lowest(now)]
+            total += self._rate(e.own, e.last, e.title, e.rendition, e.segment, now, False)
+        self._floor, self._floor_at = total / FLOOR_SEED_DRAWS, now
 
     def restore(self, key: str, size: int, state: tuple[int, float], now: float) -> None:
         """Re-create a stored object after a restart from its exported state (any order)."""

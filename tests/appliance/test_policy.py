@@ -295,3 +295,35 @@ def test_a_floor_set_while_viewers_play_does_not_freeze_admission() -> None:
             hits += request(policy, k, 1_000_000, now)
     assert all(k in policy for k in new)
     assert hits >= 20
+
+
+def test_a_restart_seeds_the_admission_floor_so_a_scan_right_after_stays_out() -> None:
+    before = CachePolicy(100 * MB)
+    popular = [f"/v/hit/h264-1080p/seg-{i:05d}.m4s" for i in range(60)]
+    popular_then_scan(before, popular, scan=40)  # full: 60 popular + 40 cold
+    cold = [f"/v/scan/h264-1080p/seg-{i:05d}.m4s" for i in range(40)]
+    states = {key: before.export_state(key) for key in popular + cold}
+
+    def scan_after_restart(settle: bool) -> int:
+        after = CachePolicy(100 * MB)
+        for key, state in states.items():
+            after.restore(key, MB, state, 1_000.0)
+        if settle:
+            after.settle_after_restore(1_000.0)
+        stored = 0
+        for i in range(200):  # one-hit files, right after the restart
+            key = f"/v/scan2/h264-1080p/seg-{i:05d}.m4s"
+            request(after, key, MB, 1_001.0 + i)
+            stored += key in after
+        return stored
+
+    assert scan_after_restart(settle=False) >= 10  # the floor had to be learnt again
+    assert scan_after_restart(settle=True) == 0
+
+
+def test_a_cache_restored_with_room_to_spare_keeps_admitting() -> None:
+    policy = CachePolicy(100 * MB)
+    policy.restore("/v/a/h264-1080p/seg-00001.m4s", MB, (3, 900.0), 1_000.0)
+    policy.settle_after_restore(1_000.0)  # 1 % full: no floor
+    assert request(policy, "/v/b/h264-1080p/seg-00001.m4s", MB, 1_001.0) is False
+    assert "/v/b/h264-1080p/seg-00001.m4s" in policy
