@@ -131,6 +131,12 @@ class CacheManager:
             log.warning("store failed", extra={"key": c.key, "error": str(e)})
             self._evict_wanted.set()
             return
+        if not c.still_wanted():
+            # Purged while the commit was on the writer thread: the purge's own delete may
+            # have run before the commit landed, so undo the commit here.
+            await self.store.delete(disk, [c.key], expect_id=meta.object_id)
+            m.FILLS_STORED.labels("purged").inc()
+            return
         m.FILLS_STORED.labels("stored").inc()
         pol.on_insert(c.key, size, now)
         self._dirty[disk.index].add(c.key)

@@ -21,6 +21,7 @@ wide.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -73,6 +74,8 @@ class CompletedBody:
     body: bytes
     force_admit: bool = False
     """A prefill asked for it: placement already decided, so admission must not refuse it."""
+    still_wanted: Callable[[], bool] = lambda: True
+    """False once the key was purged while it was being committed: the commit is undone."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,9 @@ StoreCallback = Callable[[CompletedBody], Awaitable[None]]
 class FillListener(Protocol):
     def fill_changed(self, fill: Fill) -> None:
         """The head arrived, bytes arrived, or the fill ended; called synchronously."""
+
+    def abandon(self) -> None:
+        """``fill_changed`` raised: end this listener's response (it hears nothing more)."""
 
 
 class Fill:
@@ -109,6 +115,8 @@ class Fill:
         self.force_admit = False
         self.limiter: SharedRate | None = None
         """The prefill job's rate; dropped as soon as a player joins (players never wait)."""
+        self.player_joined = asyncio.Event()
+        """Set when a player joins: cuts short a rate-limit pause already under way."""
         self.store = True
         """False once purged while in flight: waiters are served, nothing is committed."""
         self._changed = asyncio.Event()
@@ -132,6 +140,10 @@ class Fill:
             except Exception:  # one broken client must not break the fill for the others
                 log.exception("fill listener failed", extra={"key": self.key})
                 self.unlisten(listener)
+                try:
+                    listener.abandon()  # its client must not wait for bytes that never come
+                except Exception:
+                    log.exception("abandoning a fill listener failed", extra={"key": self.key})
 
     def set_head(self, facts: ObjectFacts) -> None:
         self.head.set_result(facts)
@@ -143,6 +155,10 @@ class Fill:
         self._notify()
 
     def finish(self, error: FillError | None = None) -> None:
+        """End the fill (successfully without ``error``); the first call decides, later ones
+        (a cancellation reaching a fill that already ended, say) change nothing."""
+        if self.done:
+            return
         self.done = True
         self.error = error
         if not self.head.done():
@@ -264,10 +280,15 @@ class Filler:
         return sum(1 for f in self.fills.values() if f.players)
 
     def cancel_prefill(self, job: str) -> int:
-        """Stop the fills of ``job`` that no player has joined; returns how many."""
+        """Stop the fills only ``job`` wants (no player, no other job) that are still fetching
+        (one that has ended is committing: cancelling it would lose the object, not the
+        bytes); returns how many."""
         n = 0
         for f in list(self.fills.values()):
-            if job in f.prefill_jobs and not f.players and f.task is not None:
+            if job not in f.prefill_jobs:
+                continue
+            f.prefill_jobs.discard(job)
+            if not f.prefill_jobs and not f.players and not f.done and f.task is not None:
                 f.task.cancel()
                 n += 1
         return n
@@ -282,8 +303,11 @@ class Filler:
         m.FILLS_IN_FLIGHT.inc()
         try:
             completed = await self._fetch(fill)
-            if completed is not None and fill.store:
-                await self.on_complete(completed)
+            if completed is not None:
+                if fill.store:
+                    await self.on_complete(completed)
+                else:  # purged in flight, or a body whose end could not be told from a cut
+                    m.FILLS_STORED.labels("not_stored").inc()
         except asyncio.CancelledError:
             fill.finish(FillAborted("fill cancelled"))
             raise
@@ -371,6 +395,14 @@ class Filler:
         def facts_for(n: int, tag: str) -> ObjectFacts:
             return ObjectFacts(n, ctype, tag, last_modified, cache_control, stored_at)
 
+        if length is None and "chunked" not in h.get("Transfer-Encoding", "").lower():
+            # Ended by the connection closing: a cut connection looks the same as the end,
+            # so such a body is served to its waiters but never stored.
+            log.warning(
+                "upstream body without length or chunking: not stored",
+                extra={"url": base + fill.key},
+            )
+            fill.store = False
         early = length is not None and etag is not None
         if early:
             assert length is not None and etag is not None
@@ -389,7 +421,11 @@ class Filler:
                 if limiter is not None:
                     delay = limiter.reserve(len(data))
                     if delay:
-                        await asyncio.sleep(delay)
+                        # A pause of the job's shared rate can be seconds; a player joining
+                        # ends it at once (the rate no longer applies to this fill).
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(delay):
+                                await fill.player_joined.wait()
         except TimeoutError:  # before OSError: it is one
             m.TIMEOUTS.labels("upstream_idle").inc()
             m.UPSTREAM_REQUESTS.labels(base, "timeout_idle").inc()
@@ -412,13 +448,16 @@ class Filler:
         m.UPSTREAM_REQUESTS.labels(base, "ok").inc()
         m.UPSTREAM_SECONDS.labels("ok").observe(time.monotonic() - t0)
         fill.finish()
-        return CompletedBody(fill.key, fill.head.result(), body, fill.force_admit)
+        return CompletedBody(
+            fill.key, fill.head.result(), body, fill.force_admit, lambda: fill.store
+        )
 
 
 def _enlist(fill: Fill, prefill: PrefillTag | None) -> None:
     if prefill is None:
         fill.players += 1
         fill.limiter = None
+        fill.player_joined.set()
     else:
         fill.prefill_jobs.add(prefill.job)
         fill.force_admit = True

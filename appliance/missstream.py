@@ -106,6 +106,12 @@ class MissStream:
             self._turn.cancel()
             self._turn = None
 
+    def abandon(self) -> None:
+        """Our ``fill_changed`` raised (a bug): end the response rather than leave the client
+        waiting for bytes that will never come."""
+        self.close()
+        self.proto.miss_aborted(self)
+
     # -- driven by the fill --------------------------------------------------------------
 
     def fill_changed(self, fill: Fill) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ from aiohttp import web
 from appliance.fill import Fill, FillAborted, FillError, error_for_status
 from appliance.respond import Conditions, ObjectFacts, Plan, plan
 from vodedge.paths import PathError, parse_object_path
+
+log = logging.getLogger("appliance.peer")
 
 
 @dataclass
@@ -200,6 +203,9 @@ class PeerFills:
                 fill.finish(FillAborted(f"owner stream broke: {e}"))
             else:
                 fill.finish(OwnerUnreachable(f"worker {owner}: {e}"))
+        except Exception as e:  # e.g. a malformed head from the owner: waiters must not hang
+            log.exception("peer relay failed", extra={"key": fill.key, "owner": owner})
+            fill.finish(FillAborted(f"peer relay failed: {e}"))
         finally:
             if self.fills.get(fill.key) is fill:
                 del self.fills[fill.key]

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
+import socketserver
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -148,3 +152,41 @@ def test_missing_content_length_still_verified(app: Appliance, upstream: Upstrea
     r = get(app, key)
     assert r.status_code == 200 and r.content == body
     assert int(r.headers["Content-Length"]) == len(body)
+
+
+def test_a_body_ended_by_closing_the_connection_is_served_never_stored(
+    module_tmp: Path,
+) -> None:
+    """No Content-Length and no chunked framing: a cut connection would look just like the
+    end, so the body goes to its waiters but is not stored."""
+    body = os.urandom(200_000)
+    requests_seen: list[bytes] = []
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            requests_seen.append(self.request.recv(65536))
+            self.request.sendall(
+                b'HTTP/1.1 200 OK\r\nContent-Type: video/iso.segment\r\nETag: "cd1"\r\n'
+                b"Connection: close\r\n\r\n" + body
+            )
+            self.request.shutdown(socket.SHUT_WR)
+
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler) as srv:
+        srv.daemon_threads = True
+        t = threading.Thread(target=srv.serve_forever, daemon=True)
+        t.start()
+        base = f"http://127.0.0.1:{srv.server_address[1]}"
+        try:
+            with run_appliance(module_tmp / "closedelim", [base], workers=1) as a:
+                key = "/v/faults/r/seg-00009.m4s"
+                for _ in range(2):
+                    r = get(a, key)
+                    assert r.status_code == 200 and r.content == body
+                    assert r.headers["Cache-Status"] != "vodedge; hit"
+                assert len(requests_seen) == 2  # never stored: fetched again
+                deadline = time.monotonic() + 5
+                while a.metric("vodedge_fills_total", result="not_stored") < 2:
+                    assert time.monotonic() < deadline, "not counted"
+                    time.sleep(0.2)
+        finally:
+            srv.shutdown()

@@ -207,3 +207,26 @@ def test_jobs_wait_outside_the_fill_window(module_tmp: Path, upstream: Upstream)
         job = wait_job(app, job_id, timeout=10, state="waiting_window")
         time.sleep(0.5)
         assert upstream.count(key) == 0 and job["files_done"] == 0
+
+
+def test_a_player_joining_a_slow_prefill_does_not_wait_out_its_rate_pause(
+    module_tmp: Path, upstream: Upstream
+) -> None:
+    key = "/v/pf8/r/seg-00001.m4s"
+    body = os.urandom(2 * MiB)
+    upstream.put(key, body)
+    with run_appliance(module_tmp / "a8", [upstream.base_url], workers=1) as app:
+        job_id = submit(app, [key], rate_bytes_per_s=16 * 1024)  # ~2 min for this object
+        deadline = time.monotonic() + 10
+        while upstream.count(key) == 0:  # the prefill's fetch is under way (and pausing)
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        r = requests.get(app.base_url + key, timeout=30)
+        took = time.monotonic() - t0
+        assert r.status_code == 200 and r.content == body
+        assert upstream.count(key) == 1  # the player joined the prefill's fetch
+        # Each read of the prefill pauses ~4 s or more at 16 KiB/s; the player cuts it short.
+        assert took < 2.0, took
+        wait_job(app, job_id)
