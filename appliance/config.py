@@ -53,6 +53,9 @@ class FillConfig:
     connect_timeout: float = 2.0
     first_byte_timeout: float = 10.0
     idle_timeout: float = 10.0
+    body_timeout: float = 300.0
+    """Seconds for the whole body: an upstream that trickles a byte just inside every
+    ``idle_timeout`` must not hold a key (and its waiters and memory) in flight for ever."""
     negative_ttl: float = 10.0
     """Seconds a 404 from upstream is remembered."""
     max_object_size: int = 256 * 2**20
@@ -232,6 +235,7 @@ def _from_section(root: Section, base: Path) -> ApplianceConfig:
         connect_timeout=f.float("connect_timeout", 2.0, minimum=0.01),
         first_byte_timeout=f.float("first_byte_timeout", 10.0, minimum=0.01),
         idle_timeout=f.float("idle_timeout", 10.0, minimum=0.01),
+        body_timeout=f.float("body_timeout", 300.0, minimum=0.01),
         negative_ttl=f.float("negative_ttl", 10.0, minimum=0.0),
         max_object_size=f.size("max_object_size", "256MiB"),
     )

@@ -407,10 +407,13 @@ class Filler:
         if early:
             assert length is not None and etag is not None
             fill.set_head(facts_for(length, etag))
+        body_deadline = time.monotonic() + cfg.body_timeout
         try:
             while True:
                 async with asyncio.timeout(cfg.idle_timeout):
                     data = await resp.content.readany()
+                if time.monotonic() > body_deadline:
+                    raise _BodyTooSlow
                 if not data:
                     break
                 fill.append(data)
@@ -423,9 +426,17 @@ class Filler:
                     if delay:
                         # A pause of the job's shared rate can be seconds; a player joining
                         # ends it at once (the rate no longer applies to this fill).
+                        paused = time.monotonic()
                         with contextlib.suppress(TimeoutError):
                             async with asyncio.timeout(delay):
                                 await fill.player_joined.wait()
+                        body_deadline += time.monotonic() - paused  # our pause, not theirs
+        except _BodyTooSlow:
+            m.TIMEOUTS.labels("upstream_body").inc()
+            m.UPSTREAM_REQUESTS.labels(base, "timeout_body").inc()
+            m.UPSTREAM_SECONDS.labels("timeout").observe(time.monotonic() - t0)
+            fill.finish(UpstreamTimeout(f"{base}: body not complete in {cfg.body_timeout}s"))
+            return None
         except TimeoutError:  # before OSError: it is one
             m.TIMEOUTS.labels("upstream_idle").inc()
             m.UPSTREAM_REQUESTS.labels(base, "timeout_idle").inc()
@@ -451,6 +462,10 @@ class Filler:
         return CompletedBody(
             fill.key, fill.head.result(), body, fill.force_admit, lambda: fill.store
         )
+
+
+class _BodyTooSlow(Exception):
+    """The whole body took longer than ``fill.body_timeout``."""
 
 
 def _enlist(fill: Fill, prefill: PrefillTag | None) -> None:

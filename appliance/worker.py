@@ -215,10 +215,12 @@ class Worker:
 
     def fill_locally(self, key: str, why: OwnerUnreachable) -> tuple[Fill, bool]:
         """The owner of ``key`` cannot be reached (it is restarting): fill here instead."""
-        log.warning("owner unreachable; filling locally", extra={"key": key, "error": str(why)})
-        m.UPSTREAM_REQUESTS.labels("peer", "owner_unreachable").inc()
         assert self.filler is not None
-        return self.filler.join(key)
+        fill, joined = self.filler.join(key)
+        if not joined:  # once per fill, not once per waiter of the relay that failed
+            log.warning("owner unreachable; filling locally", extra={"key": key, "error": str(why)})
+            m.UPSTREAM_REQUESTS.labels("peer", "owner_unreachable").inc()
+        return fill, joined
 
     async def local_miss(self, key: str, cond: Conditions) -> MissResult:
         assert self.filler is not None

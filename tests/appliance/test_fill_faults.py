@@ -190,3 +190,23 @@ def test_a_body_ended_by_closing_the_connection_is_served_never_stored(
                     time.sleep(0.2)
         finally:
             srv.shutdown()
+
+
+def test_a_trickling_body_is_cut_at_body_timeout_and_not_stored(
+    module_tmp: Path, upstream: Upstream
+) -> None:
+    key = "/v/faults/r/seg-00010.m4s"
+    body = os.urandom(1_000_000)  # 16 writes of 64 KiB, 250 ms apart: ~4 s, never 2 s idle
+    upstream.put(key, body)
+    upstream.fault(key, "trickle", 250)
+    with run_appliance(
+        module_tmp / "trickle", [upstream.base_url], workers=1, fill="body_timeout = 1.0"
+    ) as a:
+        with pytest.raises(requests.exceptions.RequestException):
+            get(a, key)  # headers were out: the body is aborted
+        assert a.metric("vodedge_timeouts_total", kind="upstream_body") == 1
+        assert a.metric("vodedge_upstream_requests_total", result="timeout_body") == 1
+        before = upstream.count(key)
+        with pytest.raises(requests.exceptions.RequestException):
+            get(a, key)  # not stored: fetched (and cut) again
+        assert upstream.count(key) == before + 1
