@@ -367,7 +367,13 @@ class Filler:
                     return None
                 if resp.status != 200:
                     m.UPSTREAM_REQUESTS.labels(base, "http_other").inc()
-                    fill.finish(FillError(f"{base}: unexpected upstream status {resp.status}"))
+                    error = FillError(f"{base}: unexpected upstream status {resp.status}")
+                    if base == cfg.parent:
+                        # A parent refusing (429 overloaded, 403, a redirect) is no verdict on
+                        # the object: the origins are asked. An origin's answer is final.
+                        last_error = error
+                        continue
+                    fill.finish(error)
                     return None
                 return await self._read_body(fill, base, resp, t0)
             finally:

@@ -210,3 +210,27 @@ def test_a_trickling_body_is_cut_at_body_timeout_and_not_stored(
         with pytest.raises(requests.exceptions.RequestException):
             get(a, key)  # not stored: fetched (and cut) again
         assert upstream.count(key) == before + 1
+
+
+def test_a_parent_refusing_with_429_falls_over_to_the_origin(
+    module_tmp: Path, upstream: Upstream, second: Upstream
+) -> None:
+    key = "/v/faults/r/seg-00011.m4s"
+    body = os.urandom(100_000)
+    upstream.put(key, body)  # the parent could serve it, but refuses
+    second.put(key, body)
+    upstream.fault(key, "status", 429)
+    with run_appliance(
+        module_tmp / "parent429",
+        [second.base_url],
+        workers=1,
+        fill=f'parent = "{upstream.base_url}"',
+    ) as a:
+        r = get(a, key)
+        assert r.status_code == 200 and r.content == body
+        assert upstream.count(key) == 1 and second.count(key) == 1
+        key2 = "/v/faults/r/seg-00012.m4s"  # an origin's refusal stays final
+        second.put(key2, body)
+        second.fault(key2, "status", 403)
+        upstream.fault(key2, "status", 429)
+        assert get(a, key2).status_code == 502
