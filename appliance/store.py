@@ -30,7 +30,7 @@ import logging
 import os
 import struct
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -120,10 +120,16 @@ def chunk_keys_of(meta: ObjectMeta) -> tuple[bytes, ...]:
     return tuple(_CHUNK_KEY.pack(oid, i) for i in range(meta.nchunks))
 
 
-def split_chunks(body: bytes, chunk_size: int) -> list[bytes]:
+Chunk = bytes | memoryview
+
+
+def split_chunks(body: bytes, chunk_size: int) -> list[Chunk]:
+    """``body`` in ``chunk_size`` pieces: views into it, not copies (a fill's object is in
+    memory twice at commit already: the pieces its waiters read, and the joined body)."""
     if not body:
         return []
-    return [body[i : i + chunk_size] for i in range(0, len(body), chunk_size)]
+    view = memoryview(body)
+    return [view[i : i + chunk_size] for i in range(0, len(body), chunk_size)]
 
 
 class ObjectView:
@@ -292,7 +298,7 @@ class Disk:
 
     # -- blocking helpers (writer thread) --------------------------------------------------
 
-    def _put(self, key: bytes, meta: ObjectMeta, chunks: list[bytes]) -> None:
+    def _put(self, key: bytes, meta: ObjectMeta, chunks: Sequence[Chunk]) -> None:
         with self.env.begin(write=True) as txn:
             old = txn.get(key, db=self.meta_db)
             if old is not None:
@@ -475,7 +481,7 @@ class Store:
             return None  # unreadable meta: treat as a miss; the refill replaces it
         return ObjectView(disk, key, txn, known.meta, self._ram, known.chunk_keys)
 
-    async def put(self, key: str, meta: ObjectMeta, chunks: list[bytes]) -> Disk:
+    async def put(self, key: str, meta: ObjectMeta, chunks: Sequence[Chunk]) -> Disk:
         disk = self.disk_for(key)
         if disk is None:
             raise DiskFailed("no healthy disk")
@@ -505,7 +511,7 @@ class Store:
 
 
 def new_meta(
-    body_chunks: list[bytes],
+    body_chunks: Sequence[Chunk],
     length: int,
     content_type: str,
     etag: str,
