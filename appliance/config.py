@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from vodedge.configfile import ConfigError, Section, parse_base_url, parse_listen, read_toml
+from vodedge.files import write_file_atomic
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,9 +155,12 @@ def _secret(v: str) -> bytes:
     """Secrets are given as text; ``base64:...`` gives raw bytes."""
     if v.startswith("base64:"):
         try:
-            return base64.b64decode(v[7:], validate=True)
+            raw = base64.b64decode(v[7:], validate=True)
         except binascii.Error:
             raise ValueError("invalid base64 secret") from None
+        if len(raw) < 16:  # "base64:" alone would be an empty key anyone can sign with
+            raise ValueError("secret must be at least 16 bytes")
+        return raw
     if len(v) < 16:
         raise ValueError("secret must be at least 16 characters")
     return v.encode()
@@ -185,11 +189,12 @@ def from_raw(
 def write_snapshot(path: Path, cfg: ApplianceConfig) -> None:
     """The running config for the workers: a worker (re)started later runs exactly this, even
     if the file on disk has since been edited or broken."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(
-        json.dumps({"base": str(cfg.base_dir), "raw": cfg.raw, "overlay": cfg.overlay}, default=str)
+    write_file_atomic(
+        path,
+        json.dumps(
+            {"base": str(cfg.base_dir), "raw": cfg.raw, "overlay": cfg.overlay}, default=str
+        ).encode(),
     )
-    os.replace(tmp, path)
 
 
 def load_snapshot(path: Path) -> ApplianceConfig:

@@ -82,7 +82,11 @@ class Heartbeat:
                 if cfg.url is None:
                     await asyncio.sleep(5.0)  # may be configured by a reload
                     continue
-                await self.beat(session, cfg)
+                try:
+                    await self.beat(session, cfg)
+                except Exception as e:  # collect/apply failing (disk full...) must not stop it
+                    log.exception("heartbeat round failed")
+                    self._failed("error", f"{type(e).__name__}: {e}")
                 await asyncio.sleep(next_delay(cfg.interval, self.failures, random.random()))
 
     async def beat(self, session: aiohttp.ClientSession, cfg: ControlPlaneConfig) -> bool:

@@ -10,13 +10,14 @@ drives jobs is :mod:`appliance.prefill_runner`.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+from vodedge.files import write_file_atomic
 
 PENDING, DONE, FAILED, SKIPPED = "pdfs"
 MAX_ERRORS = 100
@@ -119,6 +120,16 @@ class Job:
         self.bytes_done += max(0, nbytes)
         self.dirty = True
 
+    def fail_rest(self, error: str, now: float) -> None:
+        """The runner itself failed on this job (a bug, or the box cannot run it): every file
+        not finished yet counts as failed and the job ends, rather than being retried in a
+        loop and blocking the jobs behind it."""
+        for i, s in enumerate(self.status):
+            if s == ord(PENDING):
+                self.record(i, "failed", 0, error)
+        self._queue.clear()
+        self.set_state(JobState.DONE, now)
+
     def retry(self, i: int, error: str) -> bool:
         """The file's worker was unreachable: queue it again (False: gave up, now failed)."""
         n = self.attempts[i] = self.attempts.get(i, 0) + 1
@@ -215,12 +226,9 @@ class Job:
 
 
 def _write_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w") as f:
-        json.dump(data, f, separators=(",", ":"))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    # Two saves of one job (the periodic saver and a cancel, say) may run at once on different
+    # threads: each goes through a temporary file of its own.
+    write_file_atomic(path, json.dumps(data, separators=(",", ":")).encode())
 
 
 def save_spec(folder: Path, job: Job) -> None:

@@ -100,8 +100,7 @@ class PrefillManager:
         job.set_state(JobState.CANCELLED, time.time())
         if self._current_job is job and self._current is not None:
             self._current.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait([self._current])
+            await asyncio.wait([self._current])  # returns once it ended; never raises for it
         await self.control.each("POST", "/ctl/prefill_cancel", {"job": job.id})
         await self._persist(job)
         log.info("prefill job cancelled", extra={"job": job.id})
@@ -130,6 +129,13 @@ class PrefillManager:
                     if not self._current.done():
                         self._current.cancel()
                     self._current_job = None
+                failure = None if self._current.cancelled() else self._current.exception()
+                if failure is not None and not job.state.final:
+                    log.error(
+                        "prefill job failed",
+                        extra={"job": job.id, "error": f"{type(failure).__name__}: {failure}"},
+                    )
+                    job.fail_rest(f"internal error: {type(failure).__name__}", time.time())
                 await self._persist(job)
                 self._forget_old()
         finally:

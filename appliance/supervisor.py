@@ -51,12 +51,15 @@ from appliance.worker import draining_flag
 from appliance.workers import WorkerSet
 from vodedge import __version__
 from vodedge.configfile import ConfigError, read_toml
+from vodedge.files import write_file_atomic
 from vodedge.sdnotify import Notifier, ping_watchdog
 from vodedge.tasks import TaskSet
 
 log = logging.getLogger("appliance.supervisor")
 
 STATS_INTERVAL = 5.0
+ADMIN_STOP_S = 2.0
+"""Seconds a stop waits for admin API calls still running."""
 HUNG_AFTER_S = 30.0
 """A ready worker whose control socket stays unanswered this long is killed and restarted."""
 
@@ -149,7 +152,11 @@ class Supervisor:
         if self.cfg.admin.listen is None:
             return
         host, port = self.cfg.admin.listen
-        self._admin_runner = web.AppRunner(make_admin_app(self), access_log=None)
+        # Stopping waits this long for admin calls in flight (a purge can take minutes): the
+        # workers' graceful stop must fit in systemd's TimeoutStopSec after it.
+        self._admin_runner = web.AppRunner(
+            make_admin_app(self), access_log=None, shutdown_timeout=ADMIN_STOP_S
+        )
         await self._admin_runner.setup()
         site = web.TCPSite(self._admin_runner, host, port, backlog=128)
         await site.start()
@@ -386,7 +393,7 @@ class Supervisor:
             log.error("control plane sent an unusable config; ignored", extra={"error": str(e)})
             return
         path = overlay_path(self.cfg.state_dir)
-        await asyncio.to_thread(path.write_text, json.dumps(overlay))
+        await asyncio.to_thread(write_file_atomic, path, json.dumps(overlay).encode())
         changed = sorted(k for k in overlay if overlay.get(k) != self.cfg.overlay.get(k))
         await self._switch(new)
         log.info("applied control plane config", extra={"changed": changed, "digest": new.digest})
@@ -415,12 +422,17 @@ class Supervisor:
             log.error("reload rejected; the running config stays", extra={"error": str(e)})
             self.notifier.ready("reload rejected; running the previous config")
             return False
+        except BaseException:
+            self.notifier.ready("reload failed; running the previous config")
+            raise
         if restart:
             log.warning(
                 "these changes need a restart; running values kept", extra={"keys": restart}
             )
-        await self._switch(new)
+        try:
+            await self._switch(new)
+        finally:  # systemd waits for READY=1 after RELOADING=1, whatever happened
+            self.notifier.ready("config reloaded")
         sm.RELOADS.labels("ok").inc()
         log.info("config reloaded", extra={"changed": live, "digest": new.digest})
-        self.notifier.ready("config reloaded")
         return True

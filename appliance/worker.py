@@ -53,6 +53,9 @@ from vodedge.tasks import TaskSet
 
 log = logging.getLogger("appliance.worker")
 
+TITLE_COUNTS_MAX = 100_000
+"""Distinct video ids counted between two collections by the supervisor, at most."""
+
 
 class Worker:
     def __init__(
@@ -406,6 +409,14 @@ class Worker:
             self._flush_metrics()
             if self.access_log is not None:
                 self.access_log.flush()
+            if len(self.title_requests) > TITLE_COUNTS_MAX:
+                # Counted per requested video id before any lookup, and only taken by the
+                # supervisor when a control plane is configured: requests for made-up ids
+                # must not grow it without bound.
+                log.warning(
+                    "title request counts dropped", extra={"titles": len(self.title_requests)}
+                )
+                self.title_requests = defaultdict(int)
             for owner, counts in self._take_touches().items():
                 if owner == self.index:
                     self._touch_from_peer(counts)

@@ -94,7 +94,13 @@ class WorkerSet:
             "--ready-file",
             str(w.ready_file),
         ]
-        w.proc = subprocess.Popen(argv, pass_fds=fds)
+        try:
+            w.proc = subprocess.Popen(argv, pass_fds=fds)
+        except OSError as e:  # EAGAIN/ENOMEM under memory pressure: try again later
+            w.restarts += 1
+            w.restart_at = time.monotonic() + restart_delay(w.restarts)
+            log.error("cannot start a worker; retrying", extra={"worker": w.index, "error": str(e)})
+            return
         w.started = time.monotonic()
         w.restart_at = None
         log.info("worker started", extra={"worker": w.index, "pid": w.proc.pid})
@@ -116,11 +122,11 @@ class WorkerSet:
         """Notice exited workers and start them again when their back-off has passed."""
         now = time.monotonic()
         for w in self.workers:
-            if w.proc is None:
-                continue
-            if w.restart_at is not None:
+            if w.restart_at is not None:  # waiting out a back-off (or a failed start)
                 if now >= w.restart_at:
                     self.spawn(w)
+                continue
+            if w.proc is None:
                 continue
             code = w.proc.poll()
             if code is None:

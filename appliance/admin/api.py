@@ -91,7 +91,7 @@ def make_admin_app(backend: AdminBackend) -> web.Application:
         raw = await request.read()
         try:
             return json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep
             raise BadRequest("body is not valid JSON") from None
 
     async def healthz(_r: web.Request) -> web.Response:

@@ -35,6 +35,10 @@ def _only(body: dict[str, Any], allowed: set[str]) -> None:
         raise BadRequest(f"unknown field(s): {', '.join(extra)}")
 
 
+MAX_PREFILL_RATE = 10**12
+"""Bytes per second (8 Tbit/s): far above any link, far below what breaks a float."""
+
+
 def _int(body: dict[str, Any], name: str, lo: int, hi: int | None = None) -> int | None:
     v = body.get(name)
     if v is None:
@@ -78,7 +82,7 @@ def parse_prefill(body: Any, cfg: PrefillConfig) -> PrefillSpec:
         if key not in seen:
             seen.add(key)
             files.append(PrefillFile(key, size))
-    rate = _int(b, "rate_bytes_per_s", 1024) or cfg.default_rate
+    rate = _int(b, "rate_bytes_per_s", 1024, MAX_PREFILL_RATE) or cfg.default_rate
     if cfg.max_rate:
         rate = min(rate, cfg.max_rate)
     concurrency = _int(b, "concurrency", 1, 64) or cfg.default_concurrency

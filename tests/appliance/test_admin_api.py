@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -10,7 +11,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support.appliance_proc import Appliance, Upstream, run_appliance, start_appliance
+from tests.support.appliance_proc import (
+    ADMIN_TOKEN,
+    Appliance,
+    Upstream,
+    run_appliance,
+    start_appliance,
+)
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +144,21 @@ def test_purge_by_paths(app: Appliance, upstream: Upstream) -> None:
 def test_purge_rejects_bad_input_with_400(app: Appliance, body: object) -> None:
     status, res = app.admin("POST", "/admin/v1/purge", body)
     assert status == 400 and res["error"]
+
+
+def test_json_nested_too_deep_and_an_absurd_prefill_rate_are_400(app: Appliance) -> None:
+    status, res = app.admin("POST", "/admin/v1/purge", json.loads("[" * 50 + "]" * 50))
+    assert status == 400  # a list, not an object: the shape check
+    r = requests.post(
+        app.admin_url + "/admin/v1/purge",
+        data="[" * 200_000 + "]" * 200_000,
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert r.status_code == 400 and "JSON" in r.json()["error"]  # was a 500 (RecursionError)
+    body = {"objects": [{"path": "/v/x/r/seg-00001.m4s"}], "rate_bytes_per_s": 10**400}
+    status, res = app.admin("POST", "/admin/v1/prefill", body)
+    assert status == 400 and "rate_bytes_per_s" in res["error"]  # was accepted, then looped
 
 
 def test_contents_paginates_and_titles_summarise(app: Appliance, upstream: Upstream) -> None:

@@ -77,6 +77,8 @@ def test_good_config_parses(tmp_path: Path) -> None:
         ('"127.0.0.1:8080", ', '"localhost", ', "server.listen"),
         ('origins = ["http://127.0.0.1:8081"]', 'origins = ["ftp://x"]', "fill.origins"),
         ('k1 = "0123456789abcdef0123"', 'k1 = "short"', "tokens.keys.k1"),
+        ('k1 = "0123456789abcdef0123"', 'k1 = "base64:"', "tokens.keys.k1"),  # empty key
+        ('k1 = "0123456789abcdef0123"', 'k1 = "base64:QQ=="', "tokens.keys.k1"),  # 1 byte
         ('path = "/tmp/d1"', 'path = "/tmp/d0"', "storage.disks[1].path"),
         ('size = "200GB"', 'size = "1MB"', "storage.disks[1].size"),
     ],
