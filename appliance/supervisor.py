@@ -107,6 +107,9 @@ class Supervisor:
         self.tasks = TaskSet(log)
         self._stop = asyncio.Event()
         self._admin_runner: web.AppRunner | None = None
+        self._config_lock = asyncio.Lock()
+        """One config change at a time: a reload and a control-plane push each build the new
+        config from the running one and switch; interleaved, one would undo the other."""
 
     # -- process entry --------------------------------------------------------------------
 
@@ -199,6 +202,7 @@ class Supervisor:
             if isinstance(a, dict):
                 self.worker_stats[i] = a
                 self._unanswered_since[i] = None
+                await self._converge(i, a)
                 continue
             self.worker_stats[i] = None
             if isinstance(a, asyncio.CancelledError):
@@ -214,6 +218,18 @@ class Supervisor:
             elif now - since >= HUNG_AFTER_S:
                 self._unanswered_since[i] = None
                 self.workers.kill(i, str(a))
+
+    async def _converge(self, index: int, stats: dict[str, Any]) -> None:
+        """A worker that missed a reload or a drain switch (it was starting, or the call timed
+        out) is told again: every worker runs the running config and drain state."""
+        try:
+            if stats.get("config_digest") != self.cfg.digest:
+                log.warning("worker on an old config; reloading it", extra={"worker": index})
+                await self.control.call(index, "POST", "/ctl/reload", {})
+            if stats.get("draining") is not None and stats["draining"] != self.draining:
+                await self.control.call(index, "POST", "/ctl/drain", {"draining": self.draining})
+        except WorkerUnavailable as e:
+            log.warning("worker not converged yet", extra={"worker": index, "error": str(e)})
 
     async def _shutdown(self) -> int:
         self.notifier.stopping()
@@ -381,6 +397,10 @@ class Supervisor:
         return body, requests
 
     async def _apply_control_plane(self, config: dict[str, Any]) -> None:
+        async with self._config_lock:
+            await self._apply_control_plane_locked(config)
+
+    async def _apply_control_plane_locked(self, config: dict[str, Any]) -> None:
         overlay = dict(self.cfg.overlay)
         for k in ("token_keys", "fill_window"):
             if k in config:
@@ -411,6 +431,10 @@ class Supervisor:
 
     async def reload(self) -> bool:
         """SIGHUP: re-read the config file; apply what can change live (see module doc)."""
+        async with self._config_lock:
+            return await self._reload_locked()
+
+    async def _reload_locked(self) -> bool:
         self.notifier.reloading()
         try:
             new_raw = await asyncio.to_thread(read_toml, self.config_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import socket
 import time
 from pathlib import Path
 
+import aiohttp
 import requests
 
 from tests.support.appliance_proc import Appliance, Upstream, appliance_toml, run_appliance
@@ -181,3 +183,29 @@ def test_while_a_worker_is_down_new_connections_go_to_the_others(
             assert time.monotonic() < deadline, f"{len(lines)} access lines of 40"
             time.sleep(0.2)
         assert {line["w"] for line in lines} == {0, 1}  # P(all 40 on one worker) ~ 2e-12
+
+
+def test_a_worker_that_missed_a_switch_is_brought_back_in_line(
+    module_tmp: Path, upstream: Upstream
+) -> None:
+    """A worker can miss a reload or a drain call (it was starting, the call timed out): the
+    supervisor's stats poll sees its config digest or drain state differ and tells it again."""
+    with run_appliance(module_tmp / "lc5", [upstream.base_url], workers=2) as app:
+        sock = str(app.var / "run" / "worker-1.sock")
+
+        async def ctl(method: str, path: str, body: object = None) -> dict[str, object]:
+            connector = aiohttp.UnixConnector(path=sock)
+            async with (
+                aiohttp.ClientSession(connector=connector) as s,
+                s.request(method, "http://worker" + path, json=body) as r,
+            ):
+                assert r.status == 200
+                got: dict[str, object] = await r.json()
+                return got
+
+        asyncio.run(ctl("POST", "/ctl/drain", {"draining": True}))  # behind the supervisor's back
+        assert asyncio.run(ctl("GET", "/ctl/stats"))["draining"] is True
+        deadline = time.monotonic() + 15  # the poll runs every 5 s
+        while asyncio.run(ctl("GET", "/ctl/stats"))["draining"] is not False:
+            assert time.monotonic() < deadline, "the worker was not brought back in line"
+            time.sleep(0.2)
