@@ -10,6 +10,7 @@ drives jobs is :mod:`appliance.prefill_runner`.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 from collections import deque
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from vodedge.files import write_file_atomic
+
+log = logging.getLogger("appliance.prefill")
 
 PENDING, DONE, FAILED, SKIPPED = "pdfs"
 MAX_ERRORS = 100
@@ -251,30 +254,43 @@ def load_jobs(folder: Path) -> list[Job]:
         job_id = spec_path.name.removesuffix(".spec.json")
         try:
             spec = PrefillSpec.from_json(json.loads(spec_path.read_text()))
-            prog_path = folder / f"{job_id}.json"
-            prog = json.loads(prog_path.read_text()) if prog_path.exists() else {}
+            created = spec_path.stat().st_mtime
         except (OSError, ValueError, KeyError, TypeError):
+            log.error("unreadable prefill job skipped", extra={"job": job_id})
             continue
-        status = bytearray(str(prog.get("status", "")).encode())
-        if len(status) != len(spec.files):
-            status = bytearray()
-        job = Job(
-            id=job_id,
-            spec=spec,
-            created_at=float(prog.get("created_at", spec_path.stat().st_mtime)),
-            state=JobState(prog.get("state", "queued")),
-            started_at=prog.get("started_at"),
-            finished_at=prog.get("finished_at"),
-            status=status,
-            bytes_done=int(prog.get("bytes_done", 0)),
-            active_seconds=float(prog.get("active_seconds", 0.0)),
-            errors=[(str(p), str(e)) for p, e in prog.get("errors", [])],
-        )
+        try:
+            job = _job_from_progress(job_id, spec, created, folder / f"{job_id}.json")
+        except (OSError, ValueError, KeyError, TypeError):
+            # The progress file is damaged (or from another version): the job starts over from
+            # its spec rather than being lost; files already stored are skipped quickly.
+            log.error("prefill progress unreadable; job restarts", extra={"job": job_id})
+            job = Job(id=job_id, spec=spec, created_at=created)
         if job.state in (JobState.RUNNING, JobState.WAITING_WINDOW):
             job.state = JobState.QUEUED  # resumes; set_state(RUNNING) restarts the clock
         jobs.append(job)
     jobs.sort(key=lambda j: j.created_at)
     return jobs
+
+
+def _job_from_progress(job_id: str, spec: PrefillSpec, created: float, path: Path) -> Job:
+    prog = json.loads(path.read_text()) if path.exists() else {}
+    if not isinstance(prog, dict):
+        raise ValueError("progress is not an object")
+    status = bytearray(str(prog.get("status", "")).encode())
+    if len(status) != len(spec.files):
+        status = bytearray()
+    return Job(
+        id=job_id,
+        spec=spec,
+        created_at=float(prog.get("created_at", created)),
+        state=JobState(prog.get("state", "queued")),
+        started_at=prog.get("started_at"),
+        finished_at=prog.get("finished_at"),
+        status=status,
+        bytes_done=int(prog.get("bytes_done", 0)),
+        active_seconds=float(prog.get("active_seconds", 0.0)),
+        errors=[(str(p), str(e)) for p, e in prog.get("errors", [])],
+    )
 
 
 def in_window(window: tuple[int, int] | None, minute_of_day: int) -> bool:

@@ -40,6 +40,14 @@ KEEP_FINISHED = 100
 """Finished jobs kept for GET /admin/v1/prefill (older ones are forgotten, files removed)."""
 
 
+MAX_UNFINISHED = 64
+"""Prefill jobs queued or running at once, at most (the admin API answers 429 beyond)."""
+
+
+class TooManyJobs(Exception):
+    """The queue of unfinished prefill jobs is full."""
+
+
 class UnknownJob(KeyError):
     pass
 
@@ -76,6 +84,10 @@ class PrefillManager:
         return resumed
 
     async def submit(self, spec: PrefillSpec) -> Job:
+        """Accept a job; :class:`TooManyJobs` when ``MAX_UNFINISHED`` jobs are already waiting
+        or running (each holds its file list in memory until it ends)."""
+        if sum(1 for j in self.jobs.values() if not j.state.final) >= MAX_UNFINISHED:
+            raise TooManyJobs(f"{MAX_UNFINISHED} prefill jobs are already unfinished")
         job = Job(new_job_id(), spec, time.time())
         await asyncio.to_thread(save_spec, self.folder, job)
         self.jobs[job.id] = job

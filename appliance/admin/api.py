@@ -28,7 +28,7 @@ from appliance.admin.requests import (
 )
 from appliance.config import PrefillConfig
 from appliance.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from appliance.prefill_runner import PrefillManager, UnknownJob
+from appliance.prefill_runner import PrefillManager, TooManyJobs, UnknownJob
 from vodedge import __version__
 from vodedge.bearer import bearer_ok, challenge
 
@@ -113,7 +113,10 @@ def make_admin_app(backend: AdminBackend) -> web.Application:
 
     async def prefill_create(request: web.Request) -> web.Response:
         spec_ = parse_prefill(await body_json(request), backend.prefill_config())
-        job = await backend.prefill.submit(spec_)
+        try:
+            job = await backend.prefill.submit(spec_)
+        except TooManyJobs as e:
+            return _error(429, str(e), {"Retry-After": "60"})
         loc = f"/admin/v1/prefill/{job.id}"
         return _json({"job_id": job.id, "location": loc}, 202, {"Location": loc})
 

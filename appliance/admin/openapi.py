@@ -465,6 +465,9 @@ def _paths() -> dict[str, Any]:
                     ),
                     "400": _error("The body is not valid JSON or does not match PrefillRequest."),
                     "413": _error("The body is larger than the admin API accepts (32 MiB)."),
+                    "429": _error(
+                        "Too many unfinished jobs (64) already: wait for some to end, or cancel."
+                    ),
                 },
                 description="Jobs outside the configured fill window wait for it "
                 "(state waiting_window). Files already cached are skipped.",

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from appliance.prefill_runner import MAX_UNFINISHED
 from tests.support.appliance_proc import (
     ADMIN_TOKEN,
     Appliance,
@@ -238,3 +239,21 @@ def test_an_unmounted_disk_is_taken_out_not_filled(module_tmp: Path, upstream: U
         assert app2.metric("vodedge_disk_up", disk=str(var / "disk1")) == 0
     finally:
         app2.proc.stop()
+
+
+def test_prefill_jobs_beyond_the_unfinished_limit_are_429(
+    module_tmp: Path, upstream: Upstream
+) -> None:
+    # Outside its fill window every job waits, so they pile up unfinished: a one-minute window
+    # two hours from now.
+    a, b = (time.localtime(time.time() + s) for s in (7200, 7260))
+    window = (
+        f'[prefill]\nwindow = "{a.tm_hour:02d}:{a.tm_min:02d}-{b.tm_hour:02d}:{b.tm_min:02d}"\n'
+    )
+    with run_appliance(module_tmp / "jobs429", [upstream.base_url], workers=1, extra=window) as a:
+        body = {"objects": [{"path": "/v/j429/r/seg-00001.m4s"}]}
+        for _ in range(MAX_UNFINISHED):
+            status, res = a.admin("POST", "/admin/v1/prefill", body)
+            assert status == 202, res
+        status, res = a.admin("POST", "/admin/v1/prefill", body)
+        assert status == 429 and "unfinished" in res["error"]

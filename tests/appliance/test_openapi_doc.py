@@ -113,7 +113,7 @@ def test_operations_are_described_and_errors_are_json(doc: dict[str, Any]) -> No
                 assert set(resp["content"]["application/json"]["schema"]) == {"$ref"}
     ops = {(p, m): op for p, m, op in operations(doc)}
     assert set(ops["/healthz", "get"]["responses"]) == {"200", "503"}
-    assert set(ops["/admin/v1/prefill", "post"]["responses"]) == {"202", "400", "401", "413"}
+    assert set(ops["/admin/v1/prefill", "post"]["responses"]) == {"202", "400", "401", "413", "429"}
     assert ops["/admin/v1/prefill", "post"]["responses"]["202"]["headers"]["Location"]["required"]
     assert set(ops["/admin/v1/prefill/{job_id}", "get"]["responses"]) == {"200", "401", "404"}
     assert set(ops["/admin/v1/prefill/{job_id}", "delete"]["responses"]) == {"200", "401", "404"}

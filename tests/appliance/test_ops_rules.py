@@ -112,6 +112,21 @@ def test_shared_rate_is_shared_between_handles(tmp_path: Path) -> None:
         SharedRate(tmp_path / "gone.rate")
 
 
+@pytest.mark.parametrize(
+    "progress", ["{not json", '{"state": "some-future-state"}', "[1, 2]", '{"errors": 5}']
+)
+def test_a_damaged_progress_file_restarts_the_job_instead_of_losing_it(
+    tmp_path: Path, progress: str
+) -> None:
+    spec = PrefillSpec(tuple(PrefillFile(f"/v/t/{i}.m4s", 100) for i in range(3)), 1000, 1)
+    job = Job("00112233aabbccdd", spec, 5.0)
+    save_spec(tmp_path, job)
+    (tmp_path / f"{job.id}.json").write_text(progress)
+    (loaded,) = load_jobs(tmp_path)  # no exception: the supervisor starts
+    assert loaded.id == job.id and loaded.state is JobState.QUEUED
+    assert loaded.counts()["pending"] == 3  # from the start of its spec
+
+
 def test_job_lifecycle_and_persistence(tmp_path: Path) -> None:
     spec = PrefillSpec(tuple(PrefillFile(f"/v/t/{i}.m4s", 100) for i in range(4)), 1000, 2)
     job = Job("0123456789abcdef", spec, time.time())
