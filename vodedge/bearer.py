@@ -31,7 +31,9 @@ def bearer_ok(authorization: str | None, tokens: str | Iterable[str]) -> bool:
     """Whether the header carries one of ``tokens`` (one token or several); empty ones never
     match, so an empty configuration refuses everything."""
     given = bearer_token(authorization)
-    if given is None:
+    if given is None or not given.isascii():
+        # Tokens are ASCII; a header with other bytes (aiohttp keeps them as surrogates, which
+        # would not even encode) is simply a wrong token.
         return False
     wanted = (tokens,) if isinstance(tokens, str) else tuple(tokens)
     digest = hashlib.sha256(given.encode()).digest()

@@ -49,7 +49,7 @@ def decode_json(raw: bytes) -> dict[str, Any]:
     """A JSON object from a request body."""
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
         raise bad_request("the body is not valid JSON", "bad_json") from None
     if not isinstance(body, dict):
         raise bad_request("the body must be a JSON object", "bad_json")

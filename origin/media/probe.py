@@ -34,6 +34,9 @@ TAIL_CHECK_SECONDS = 3.0
 """The decode check reads packets from this far before the end of the video to its end."""
 TAIL_SLACK_SECONDS = 1.0
 """Packets must reach this close to the declared end of the video, or the file is truncated."""
+_REFERENCE_FORMATS = frozenset({"hls", "applehttp", "dash", "concat", "ffconcat"})
+"""Containers that only point at other files or URLs: never encoded (the encoder would read
+whatever they name)."""
 _IMAGE_FORMATS = ("image2", "_pipe", "gif", "apng", "webp")
 
 
@@ -123,6 +126,10 @@ def probe_args(ffprobe: Path, path: Path) -> list[str]:
         "json",
         "-show_format",
         "-show_streams",
+        # An upload is a local file, never a playlist of URLs (hls, dash, concat...): ffprobe
+        # may open nothing but files, so a crafted upload cannot make it fetch or read others.
+        "-protocol_whitelist",
+        "file",
         str(path),
     ]
 
@@ -204,6 +211,10 @@ def validate(probe: ProbeResult, limits: ProbeLimits) -> None:
         if probe.has_audio:
             raise ProbeRejected("no video stream: the file holds audio only")
         raise ProbeRejected("no video stream")
+    if set(probe.format_name.split(",")) & _REFERENCE_FORMATS:
+        raise ProbeRejected(
+            f"a playlist or list of other files ({probe.format_name}), not a video file"
+        )
     if any(part in probe.format_name for part in _IMAGE_FORMATS):
         raise ProbeRejected(f"a still image or animation ({probe.format_name}), not a video")
     if not math.isfinite(probe.duration) or probe.duration <= 0:

@@ -80,6 +80,9 @@ def test_bearer_tokens() -> None:
     assert bearer_ok("Bearer second-token-012345", tokens)
     assert bearer_ok("bearer   first-token-0123456 ", tokens)
     assert bearer_ok("Bearer first-token-0123456", "first-token-0123456")
+    # A non-ASCII token (aiohttp keeps undecodable header bytes as surrogates): just wrong.
+    assert not bearer_ok("Bearer \udcff", tokens)
+    assert not bearer_ok("Bearer first-token-0123456\u00e9", tokens)
     for header in (None, "", "Bearer", "Bearer ", "Basic first-token-0123456", "first-token"):
         assert not bearer_ok(header, tokens), header
     assert not bearer_ok("Bearer first-token-012345", tokens)  # a prefix is not the token

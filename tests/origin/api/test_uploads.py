@@ -294,6 +294,9 @@ async def test_bad_new_uploads_are_400(api: Api, body: Any, code: str) -> None:
 async def test_malformed_json_and_bad_ids_are_400_unknown_ids_404(api: Api) -> None:
     status, answer, _ = await api.call("POST", "/api/v1/uploads", data=b"{nope")
     assert (status, answer["error"]) == (400, "bad_json")
+    deep = b"[" * 100_000 + b"]" * 100_000  # RecursionError in the parser: was a 500
+    status, answer, _ = await api.call("POST", "/api/v1/uploads", data=deep)
+    assert (status, answer["error"]) == (400, "bad_json")
     status, answer, _ = await api.call("GET", "/api/v1/uploads/bad.id")
     assert (status, answer["error"]) == (400, "bad_id")
     status, answer, _ = await api.call("PUT", "/api/v1/uploads/nosuchupload", data=b"x")

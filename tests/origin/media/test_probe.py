@@ -102,6 +102,8 @@ def test_cover_art_is_not_video_and_unknown_values_are_zero() -> None:
         ({"video_codec": None, "has_audio": True}, "no video stream: the file holds audio only"),
         ({"video_codec": None, "has_audio": False}, "no video stream"),
         ({"format_name": "png_pipe"}, "a still image or animation (png_pipe), not a video"),
+        ({"format_name": "hls"}, "a playlist or list of other files (hls), not a video file"),
+        ({"format_name": "concat"}, "a playlist or list of other files (concat), not a video file"),
         ({"duration": 0.0}, "the video has zero or unknown duration"),
         ({"duration": float("nan")}, "the video has zero or unknown duration"),
         ({"duration": 0.4}, "the video is too short: 0.40 s (minimum 1 s)"),
