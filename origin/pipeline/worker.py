@@ -219,6 +219,11 @@ class Worker:
         try:
             while not stop.is_set():
                 job = await self._claim(worker_id)
+                if job is not None and stop.is_set():
+                    # Asked to stop while the claim ran: no new job starts (shutdown contract);
+                    # the job goes back to the queue with its attempt unspent.
+                    await self._release(worker_id, job)
+                    break
                 if job is not None:
                     await self._run_job(worker_id, job)
                 elif self._once and await self._queue_empty():

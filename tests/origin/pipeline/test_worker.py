@@ -306,3 +306,29 @@ async def test_a_webhook_that_fails_is_counted_and_the_title_stays_ready(
 
 def test_the_worker_runs_every_kind_of_the_pipeline() -> None:
     assert tuple(STAGES) == KINDS
+
+
+async def test_a_claim_that_lands_after_stop_gives_the_job_back(rig: Rig) -> None:
+    (job,) = rig.enqueue("probe")
+    ran: list[int] = []
+
+    async def stage(ctx: Context, j: Job) -> Done:
+        ran.append(j.job_id)
+        return Done({"ok": True})
+
+    worker = rig.worker({"probe": stage})
+    stop, hurry = asyncio.Event(), asyncio.Event()
+    claim = rig.catalog.claim
+    loop = asyncio.get_running_loop()
+
+    def claim_while_stopping(*args: object, **kw: object) -> Job | None:
+        got = claim(*args, **kw)  # type: ignore[arg-type]
+        loop.call_soon_threadsafe(stop.set)  # SIGTERM while the claim is in its thread
+        return got
+
+    rig.catalog.claim = claim_while_stopping  # type: ignore[method-assign]
+    async with asyncio.timeout(10):
+        await worker.run(stop, hurry, grace_s=5)
+    assert ran == []  # no new job after stop
+    back = rig.catalog.get_job(job.job_id)
+    assert back.state == "queued" and back.attempts == 0  # its attempt not spent
