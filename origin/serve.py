@@ -33,7 +33,7 @@ from prometheus_client import CollectorRegistry
 from origin.api import mount
 from origin.metrics.http import count_requests, metrics_handler
 from origin.metrics.serve import ServeMetrics
-from origin.storage import MediaStorage, ObjectInfo, OpenObject, StorageError
+from origin.storage import MediaStorage, ObjectInfo, OpenObject, StorageError, run_read
 from vodedge.httpspec import (
     IMMUTABLE_CACHE_CONTROL,
     UNSATISFIABLE,
@@ -135,9 +135,7 @@ class ObjectResponse(web.StreamResponse):
     async def _copy(self, obj: OpenObject, part: ByteRange) -> None:
         offset, end = part.start, part.end + 1
         while offset < end:
-            chunk = await asyncio.to_thread(
-                os.pread, obj.fileno(), min(COPY_CHUNK, end - offset), offset
-            )
+            chunk = await run_read(os.pread, obj.fileno(), min(COPY_CHUNK, end - offset), offset)
             if not chunk:
                 raise StorageError(f"file shorter than its size at byte {offset}")
             await self.write(chunk)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import errno
+import functools
 import io
 import os
 import shutil
@@ -34,14 +35,17 @@ import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import xxhash
 
 from vodedge.paths import PathError, parse_object_path
+
+T = TypeVar("T")
 
 HASH_CHUNK = 1 << 20
 """Bytes read per step while hashing; bounds the memory one hash needs."""
@@ -93,6 +97,19 @@ class OpenObject:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+READ_THREADS = 8
+"""Threads that open, stat and read published files for ``/v/`` (their own pool)."""
+
+_reads = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="media-read")
+
+
+async def run_read(fn: Callable[..., T], *args: Any) -> T:
+    """Run blocking file reading for ``/v/`` on the read pool. The default pool also runs
+    upload hashing and fsyncs, deletes and every catalog call (which may wait on the database
+    lock for seconds); appliances' fills must not queue behind those."""
+    return await asyncio.get_running_loop().run_in_executor(_reads, functools.partial(fn, *args))
 
 
 class MediaStorage(Protocol):
@@ -305,11 +322,11 @@ class LocalStorage:
 
     async def stat(self, key: str) -> ObjectInfo | None:
         validate_key(key)
-        return await asyncio.to_thread(self._stat_blocking, key)
+        return await run_read(self._stat_blocking, key)
 
     async def open(self, key: str) -> OpenObject | None:
         validate_key(key)
-        return await asyncio.to_thread(self._open_blocking, key)
+        return await run_read(self._open_blocking, key)
 
     def _stat_blocking(self, key: str) -> ObjectInfo | None:
         obj = self._open_blocking(key)

@@ -12,6 +12,7 @@ import http.client
 import os
 import random
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -368,6 +369,17 @@ async def test_storage_unreadable_file_is_a_storage_error(tmp_path: Path) -> Non
         await LocalStorage(tmp_path).stat("/v/s/a.m4s")
 
 
+async def _wait_up(session: aiohttp.ClientSession, base: str) -> None:
+    """Until the in-process server answers /healthz (2 s at most)."""
+    for _ in range(100):
+        try:
+            async with session.get(base + "/healthz") as r:
+                if r.status == 200:
+                    return
+        except aiohttp.ClientConnectionError:
+            await asyncio.sleep(0.02)
+
+
 async def test_sendfile_path_on_the_default_loop(media_root: Path) -> None:
     """The subprocess runs uvloop (chunked copy); here the asyncio loop uses loop.sendfile."""
     port = free_port()
@@ -377,17 +389,36 @@ async def test_sendfile_path_on_the_default_loop(media_root: Path) -> None:
     base = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as session:
-            for _ in range(100):
-                try:
-                    async with session.get(base + "/healthz") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.02)
+            await _wait_up(session, base)
             async with session.get(base + SEG) as r:
                 assert (r.status, await r.read()) == (200, SEG_DATA)
             async with session.get(base + SEG, headers={"Range": "bytes=10-19"}) as r:
                 assert (r.status, await r.read()) == (206, SEG_DATA[10:20])
     finally:
+        stop.set()
+        await server
+
+
+async def test_v_is_served_while_the_default_thread_pool_is_busy(media_root: Path) -> None:
+    """Upload hashing, fsyncs, deletes and catalog calls (which can wait seconds on the
+    database lock) run on the default pool; /v/ reads have their own, so fills do not queue."""
+    port = free_port()
+    stop = asyncio.Event()
+    app = make_app(LocalStorage(media_root))
+    server = asyncio.create_task(serve_until(app, (("127.0.0.1", port),), stop))
+    base = f"http://127.0.0.1:{port}"
+    release = threading.Event()
+    loop = asyncio.get_running_loop()
+    # Every default-pool thread stuck (forced: as slow catalog calls would be).
+    busy = [loop.run_in_executor(None, release.wait, 30) for _ in range(64)]
+    try:
+        async with aiohttp.ClientSession() as session:
+            await _wait_up(session, base)
+            async with asyncio.timeout(5):
+                async with session.get(base + SEG) as r:
+                    assert (r.status, await r.read()) == (200, SEG_DATA)
+    finally:
+        release.set()
+        await asyncio.gather(*busy)
         stop.set()
         await server
