@@ -111,6 +111,8 @@ site = "fra"
         requests.get(f"{app.base_url}/t/{tok}{keys[0]}", timeout=10)  # 4 requests in all
         wait_for(lambda: sum(b[2]["requests"].get("hbtitle", 0) for b in rec.beats) >= 4)
         wait_for(lambda: rec.beats[-1][2]["contents"].get("hbtitle", {}).get("files") == 3)
+        # Disk figures come from the workers' stats, polled every 5 s: they may lag the contents.
+        wait_for(lambda: rec.beats[-1][2]["disks"][0]["used_bytes"] >= 30_000)
         path, headers, beat = rec.beats[-1]
         assert path == "/api/v1/appliances/isp1-fra-01/heartbeat"
         assert headers["Authorization"] == "Bearer appliance-credential"
