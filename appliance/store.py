@@ -115,9 +115,9 @@ def chunk_key(object_id: bytes, index: int) -> bytes:
     return _CHUNK_KEY.pack(object_id, index)
 
 
-def chunk_keys_of(meta: ObjectMeta) -> tuple[bytes, ...]:
-    oid = meta.object_id
-    return tuple(_CHUNK_KEY.pack(oid, i) for i in range(meta.nchunks))
+def chunk_keys(object_id: bytes, first: int, stop: int) -> tuple[bytes, ...]:
+    """The keys of chunks ``first .. stop - 1`` of an object."""
+    return tuple(_CHUNK_KEY.pack(object_id, i) for i in range(first, stop))
 
 
 Chunk = bytes | memoryview
@@ -178,8 +178,7 @@ class ObjectView:
             if first or last != len(keys) - 1:
                 keys = keys[first : last + 1]
         else:
-            oid = self.meta.object_id
-            keys = tuple(_CHUNK_KEY.pack(oid, i) for i in range(first, last + 1))
+            keys = chunk_keys(self.meta.object_id, first, last + 1)
         ram = self._ram
         if ram is not None:
             whole = ram.get_run(keys)
@@ -228,7 +227,8 @@ class _Known:
         self.kb = kb
         self.raw = raw
         self.meta = meta
-        self.chunk_keys = chunk_keys_of(meta) if meta.nchunks <= KNOWN_CHUNK_KEYS_MAX else None
+        n = meta.nchunks
+        self.chunk_keys = chunk_keys(meta.object_id, 0, n) if n <= KNOWN_CHUNK_KEYS_MAX else None
 
 
 class Disk:

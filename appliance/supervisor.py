@@ -455,8 +455,10 @@ class Supervisor:
             )
         try:
             await self._switch(new)
-        finally:  # systemd waits for READY=1 after RELOADING=1, whatever happened
-            self.notifier.ready("config reloaded")
+        except BaseException:  # systemd waits for READY=1 after RELOADING=1, whatever happened
+            self.notifier.ready("reload failed part-way; see the log")
+            raise
+        self.notifier.ready("config reloaded")
         sm.RELOADS.labels("ok").inc()
         log.info("config reloaded", extra={"changed": live, "digest": new.digest})
         return True

@@ -67,11 +67,7 @@ class WorkerSet:
         try:
             fds = self.listeners.fds_for(w.index)
         except OSError as e:
-            w.restarts += 1
-            w.restart_at = time.monotonic() + restart_delay(w.restarts)
-            log.error(
-                "cannot listen for a worker; retrying", extra={"worker": w.index, "error": str(e)}
-            )
+            self._retry_later(w, "cannot listen for a worker; retrying", e)
             return
         w.ready_file = self.run_dir / f"worker-{w.index}.ready"
         w.ready_file.unlink(missing_ok=True)
@@ -97,13 +93,17 @@ class WorkerSet:
         try:
             w.proc = subprocess.Popen(argv, pass_fds=fds)
         except OSError as e:  # EAGAIN/ENOMEM under memory pressure: try again later
-            w.restarts += 1
-            w.restart_at = time.monotonic() + restart_delay(w.restarts)
-            log.error("cannot start a worker; retrying", extra={"worker": w.index, "error": str(e)})
+            self._retry_later(w, "cannot start a worker; retrying", e)
             return
         w.started = time.monotonic()
         w.restart_at = None
         log.info("worker started", extra={"worker": w.index, "pid": w.proc.pid})
+
+    def _retry_later(self, w: WorkerProc, what: str, error: OSError) -> None:
+        """A start that failed before the process ran: back off as for an early death."""
+        w.restarts += 1
+        w.restart_at = time.monotonic() + restart_delay(w.restarts)
+        log.error(what, extra={"worker": w.index, "error": str(error)})
 
     def start_all(self) -> None:
         for w in self.workers:

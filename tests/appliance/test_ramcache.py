@@ -75,8 +75,8 @@ def test_one_hit_keys_are_forgotten_so_they_never_get_in() -> None:
     assert ram.get(b"once") is None
 
 
-def _store(tmp: Path) -> Store:
-    cfg = StorageConfig(disks=(DiskConfig(tmp / "d0", 256 * MiB),), chunk_size=MiB, sync=False)
+def _store(tmp: Path, chunk: int = MiB) -> Store:
+    cfg = StorageConfig(disks=(DiskConfig(tmp / "d0", 256 * MiB),), chunk_size=chunk, sync=False)
     store = Store(cfg, ram_bytes=64 * MiB)
     store.open()
     return store
@@ -241,18 +241,11 @@ def test_a_key_whose_disk_fails_is_placed_again(tmp_path: Path) -> None:
         store.close()
 
 
-def _small_chunk_store(tmp: Path, chunk: int) -> Store:
-    cfg = StorageConfig(disks=(DiskConfig(tmp / "d0", 64 * MiB),), chunk_size=chunk, sync=False)
-    store = Store(cfg, ram_bytes=64 * MiB)
-    store.open()
-    return store
-
-
 def test_a_large_object_keeps_no_chunk_keys_and_reads_ranges_from_both_tiers(
     tmp_path: Path,
 ) -> None:
     chunk = 4096
-    store = _small_chunk_store(tmp_path, chunk)
+    store = _store(tmp_path, chunk)
     try:
         key = "/v/t/r/rendition.mp4"
         body = os.urandom((KNOWN_CHUNK_KEYS_MAX + 6) * chunk + 5)
